@@ -1,0 +1,129 @@
+"""Batched generation with transformers, the default backend (CPU or one GPU).
+
+Guarantees:
+- one ``model.generate`` call per batch handed in (the sampler sizes the batches), left padding;
+- per-chat seeds: sampling is Gumbel-max with one torch.Generator per row, so a chat's tokens
+  depend on its own seed and not on its batch neighbours (up to padding numerics);
+- ``logprob`` teacher-forces completions through the same chat template, for exact
+  Metropolis–Hastings and for evaluation perplexity.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from dsc.backends.base import Chat, Generation, SamplingParams
+from dsc.chat import batched, prompt_and_response_ids, prompt_ids
+from dsc.models import ModelSpec, load_model
+from dsc.seeding import generator
+
+
+class PerRowGumbelSampler(LogitsProcessor):
+    """Temperature, nucleus truncation and Gumbel noise per row; greedy decoding of the result is an
+    exact sample from the tempered, truncated distribution, drawn from the row's own generator."""
+
+    def __init__(self, params: SamplingParams, seeds: Sequence[int], device: torch.device):
+        self.params = params
+        self.generators = [generator(seed, device) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.params.temperature <= 0:
+            return scores
+        logits = scores.float() / self.params.temperature
+        if self.params.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop_sorted = cumulative - sorted_logits.softmax(-1) >= self.params.top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            logits = logits.masked_fill(drop, float("-inf"))
+        noise = torch.stack([
+            torch.rand(logits.shape[-1], generator=gen, device=logits.device, dtype=torch.float32)
+            for gen in self.generators
+        ]).clamp_(min=1e-20)
+        return logits - torch.log(-torch.log(noise))
+
+
+class HFBackend:
+    """Generation backend over a transformers causal LM."""
+
+    def __init__(self, model: ModelSpec | dict, max_batch_size: int | None = None, loaded=None):
+        spec = model if isinstance(model, ModelSpec) else ModelSpec(**model)
+        self.spec = spec
+        self.model, self.tokenizer, self.model_id = loaded or load_model(spec)
+        self.max_batch_size = max_batch_size
+        self.generate_calls = 0
+        self.generated_tokens = 0
+        self.generate_seconds = 0.0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def generate(self, chats: Sequence[Chat], params: SamplingParams, seeds: Sequence[int]) -> list[Generation]:
+        if len(chats) != len(seeds):
+            raise ValueError(f"generate got {len(chats)} chats but {len(seeds)} seeds")
+        out: list[Generation] = []
+        size = self.max_batch_size or max(len(chats), 1)
+        for chat_batch, seed_batch in zip(batched(list(chats), size), batched(list(seeds), size)):
+            out.extend(self._generate_batch(chat_batch, params, seed_batch))
+        return out
+
+    def _generate_batch(self, chats, params: SamplingParams, seeds) -> list[Generation]:
+        started = time.perf_counter()
+        rows = [prompt_ids(self.tokenizer, chat) for chat in chats]
+        input_ids, attention = _left_pad(rows, self.tokenizer.pad_token_id, self.device)
+        eos = self.tokenizer.eos_token_id
+        output = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=params.max_new_tokens,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([PerRowGumbelSampler(params, seeds, self.device)]),
+            eos_token_id=eos,
+            pad_token_id=self.tokenizer.pad_token_id,
+            temperature=None, top_p=None, top_k=None,
+        )
+        new = output[:, input_ids.shape[1]:].tolist()
+        results = []
+        for row, tokens in zip(rows, new):
+            finished = eos in tokens
+            length = tokens.index(eos) + 1 if finished else len(tokens)
+            text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True).strip()
+            results.append(Generation(text=text, prompt_tokens=len(row), completion_tokens=length, finished=finished))
+        self.generate_calls += 1
+        self.generated_tokens += sum(r.completion_tokens for r in results)
+        self.generate_seconds += time.perf_counter() - started
+        return results
+
+    @torch.inference_mode()
+    def logprob(self, chats: Sequence[Chat], completions: Sequence[str], temperature: float = 1.0) -> list[float]:
+        """Summed log p(completion | chat) at the given sampling temperature (1.0 = the model itself)."""
+        scores: list[float] = []
+        size = self.max_batch_size or 16
+        pairs = list(zip(chats, completions))
+        for batch in batched(pairs, size):
+            encoded = [prompt_and_response_ids(self.tokenizer, chat, text) for chat, text in batch]
+            rows = [p + r for p, r in encoded]
+            width = max(len(r) for r in rows)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            logp = torch.log_softmax(logits[:, :-1] / max(temperature, 1e-6), dim=-1)
+            token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            for i, (prompt, response) in enumerate(encoded):
+                start = len(prompt) - 1
+                scores.append(float(token_logp[i, start:start + len(response)].sum()))
+        return scores
+
+
+def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask

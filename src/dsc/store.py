@@ -1,0 +1,92 @@
+"""The sample store: chain-step records appended to JSONL as they are produced.
+
+Guarantees:
+- each batch of records is appended with one write, flushed and fsynced, so a kill loses at most the
+  batch in flight; a torn last line (no newline, or not JSON) is detected, never parsed as data, and
+  cut off before the next append;
+- one writer at a time: ``lock()`` is a file lock that a second run on the same store waits on;
+- records load as ChainStep or as a ``datasets.Dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable
+
+from filelock import FileLock
+
+from dsc.records import ChainStep
+
+
+class SampleStore:
+    FILE = "samples.jsonl"
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / self.FILE
+
+    @contextmanager
+    def lock(self, timeout: float = -1):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.folder / ".lock"), timeout=timeout):
+            yield self
+
+    def append(self, records: Iterable[ChainStep]) -> None:
+        payload = "".join(record.to_json() + "\n" for record in records)
+        if not payload:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_tail()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, payload.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def load(self) -> list[ChainStep]:
+        return [ChainStep.from_dict(row) for row in self.rows()]
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_bytes().split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn tail from a killed writer; everything before it is intact
+        return rows
+
+    def _drop_torn_tail(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            last = data.rstrip(b"\n").rsplit(b"\n", 1)[-1] if data else b""
+            if not last or _is_json(last):
+                return
+        keep = data[: data.rfind(b"\n") + 1] if not data.endswith(b"\n") else data[: data.rstrip(b"\n").rfind(b"\n") + 1]
+        with open(self.path, "r+b") as handle:
+            handle.truncate(len(keep))
+
+    def to_dataset(self):
+        import datasets
+
+        rows = self.rows()
+        for row in rows:
+            row["extra"] = json.dumps(row.get("extra", {}))
+        return datasets.Dataset.from_list(rows)
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except json.JSONDecodeError:
+        return False
