@@ -1,28 +1,68 @@
-"""The entry point's body: validate, build the components from config, run the stages."""
+"""The entry point's body: validate, build the components from config, run the stages.
+
+stage=sample → chains into the sample store; stage=distill → (samples if missing) + training;
+stage=evaluate → evaluate a trained run (run_dir=<run>); stage=all → the whole dSC method.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dsc.errors import DscError
 from dsc.schema import validate
-from dsc.sampling import run_sampling
+
+
+def _evaluate_existing(cfg: DictConfig) -> DictConfig:
+    """stage=evaluate on a finished run: its own config decides task, model, reward and sampler."""
+    from dsc.distillation import saved_config
+
+    run_dir = Path(cfg.run_dir)
+    saved = saved_config(run_dir)
+    if saved is None:
+        raise DscError(f"run_dir={run_dir} has no config.yaml; point run_dir at a folder made by python -m dsc")
+    if not any(run_dir.glob("samples.jsonl")) and not (run_dir / "adapter").exists():
+        raise DscError(f"run_dir={run_dir} has no samples and no adapter; run python -m dsc stage=all there first")
+    merged = OmegaConf.merge(saved, {"stage": "evaluate", "eval": cfg.eval, "run_dir": str(run_dir)})
+    return merged
 
 
 def run(cfg: DictConfig) -> dict:
+    if cfg.stage == "evaluate":
+        cfg = _evaluate_existing(cfg)
     validate(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.stage != "evaluate":
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    backend = instantiate(cfg.sampler.backend)
+    reward = instantiate(cfg.reward)
+    acceptance = instantiate(cfg.acceptance)
+    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
     results: dict = {}
-    if cfg.stage in ("sample", "all"):
-        backend = instantiate(cfg.sampler.backend)
-        reward = instantiate(cfg.reward)
-        acceptance = instantiate(cfg.acceptance)
-        results["sampling"] = run_sampling(cfg, run_dir, backend, reward, acceptance).summary
+    if cfg.stage == "sample":
+        from dsc.sampling import run_sampling
+
+        results["sampling"] = run_sampling(cfg, run_dir, backend, reward, acceptance)[1]
+    if cfg.stage in ("distill", "all"):
+        from dsc.distillation import run_distillation
+
+        _, trainer, results["sampling"] = run_distillation(cfg, run_dir, backend, reward, acceptance, logger)
+        if not trainer.is_global_zero:
+            return results
+    if cfg.stage == "evaluate":
+        from dsc.distillation import load_adapter
+
+        load_adapter(backend, run_dir)
+    if cfg.stage in ("evaluate", "all"):
+        from dsc.evaluation.evaluate import run_evaluation
+
+        results["evaluation"] = run_evaluation(cfg, run_dir, backend, reward, acceptance)
+    (run_dir / "run_results.json").write_text(json.dumps(results, indent=2, default=str))
     return results

@@ -5,7 +5,9 @@ A store is identified by everything that determines a chain's content — model 
 hash, prompt source, critique prompts, per-turn sampling params, reward, acceptance (β included) and
 seed — and nothing else: not the number of prompts, chains or steps (a store grows; a shorter run
 reads a prefix of a longer one), not the divergence, not the logger. Reruns and sweep jobs that
-differ only downstream share it; a writer holds its lock, a second one waits.
+differ only downstream share it; a writer holds its shard's lock, a second one waits.
+
+Ranks: rank r samples prompts[r::world] into shard r; after a barrier any rank reads the merged store.
 """
 
 from __future__ import annotations
@@ -14,20 +16,27 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dsc.records import ChainStep, Prompt
 from dsc.prompts import save_prompts, select
+from dsc.records import ChainStep, Prompt
 from dsc.store import SampleStore
 from dsc.summary import format_summary, summarise
 
 
 def load_prompt_set(cfg: DictConfig) -> list[Prompt]:
     return instantiate(cfg.task.prompts).load()
+
+
+def train_prompts(cfg: DictConfig, run_dir: Path | None = None) -> list[Prompt]:
+    """The run's sampling prompts (a seeded, prefix-stable selection); the full set is saved with the run."""
+    prompts = load_prompt_set(cfg)
+    if run_dir is not None:
+        save_prompts(prompts, run_dir / "prompts.jsonl")
+    return select(prompts, cfg.sampler.split, cfg.sampler.num_prompts, cfg.seed)
 
 
 def store_key(cfg: DictConfig, model_id: str) -> str:
@@ -47,12 +56,8 @@ def store_key(cfg: DictConfig, model_id: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@dataclass
-class SamplingResult:
-    prompts: list[Prompt]
-    records: list[ChainStep]
-    store: SampleStore
-    summary: dict
+def open_store(cfg: DictConfig, model_id: str, shard: int = 0) -> SampleStore:
+    return SampleStore(Path(cfg.samples_root) / f"{cfg.task.name}-{store_key(cfg, model_id)}", shard=shard)
 
 
 def wanted(records: list[ChainStep], prompts: list[Prompt], num_chains: int, num_steps: int) -> list[ChainStep]:
@@ -65,30 +70,48 @@ def wanted(records: list[ChainStep], prompts: list[Prompt], num_chains: int, num
     return sorted(seen.values(), key=lambda r: (order[r.prompt_id], r.chain_id, r.step))
 
 
-def run_sampling(cfg: DictConfig, run_dir: Path, backend, reward, acceptance,
-                 prompts: list[Prompt] | None = None, progress: bool = True, on_records=None) -> SamplingResult:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if prompts is None:
-        all_prompts = load_prompt_set(cfg)
-        save_prompts(all_prompts, run_dir / "prompts.jsonl")
-        prompts = select(all_prompts, cfg.sampler.split, cfg.sampler.num_prompts, cfg.seed)
-    store = SampleStore(Path(cfg.samples_root) / f"{cfg.task.name}-{store_key(cfg, backend.model_id)}")
+def build_sampler(cfg: DictConfig, backend, reward, acceptance, **overrides):
+    return instantiate(cfg.sampler, backend=backend, reward=reward, acceptance=acceptance,
+                       critique=OmegaConf.to_container(cfg.critique, resolve=True), seed=cfg.seed,
+                       _convert_="all", **overrides)
+
+
+def sample_shard(cfg: DictConfig, run_dir: Path, backend, reward, acceptance, prompts: list[Prompt],
+                 rank: int = 0, world_size: int = 1, progress: bool = True, on_records=None) -> SampleStore:
+    """Run (or resume) the chains of this rank's prompts, appending to this rank's store shard."""
+    store = open_store(cfg, backend.model_id, shard=rank)
     link = run_dir / "store"
-    if not link.exists():
+    if rank == 0 and not link.is_symlink() and not link.exists():
         os.symlink(store.folder.resolve(), link, target_is_directory=True)
-    sampler = instantiate(cfg.sampler, backend=backend, reward=reward, acceptance=acceptance,
-                          critique=OmegaConf.to_container(cfg.critique, resolve=True), seed=cfg.seed, _convert_="all")
-    started = time.perf_counter()
+    sampler = build_sampler(cfg, backend, reward, acceptance)
     with store.lock():
         (store.folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        sampler.run(prompts, store, progress=progress, on_records=on_records)
-        records = wanted(store.load(), prompts, sampler.num_chains, sampler.num_steps)
-    elapsed = time.perf_counter() - started
-    with open(run_dir / "samples.jsonl", "w") as handle:
-        handle.writelines(r.to_json() + "\n" for r in records)
+        sampler.run(prompts[rank::world_size], store, progress=progress and rank == 0, on_records=on_records)
+    return store
+
+
+def collect(cfg: DictConfig, run_dir: Path, model_id: str, prompts: list[Prompt], write: bool = True,
+            seconds: float | None = None) -> tuple[list[ChainStep], dict]:
+    """The run's records from the merged store; written to the run folder with a summary."""
+    store = open_store(cfg, model_id)
+    records = wanted(store.load(), prompts, cfg.sampler.num_chains, cfg.sampler.num_steps)
     summary = summarise(records)
-    summary["wall_seconds_this_run"] = elapsed
     summary["store"] = str(store.folder)
-    (run_dir / "sampling_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if seconds is not None:
+        summary["wall_seconds_this_run"] = seconds
+    if write:
+        with open(run_dir / "samples.jsonl", "w") as handle:
+            handle.writelines(r.to_json() + "\n" for r in records)
+        (run_dir / "sampling_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return records, summary
+
+
+def run_sampling(cfg: DictConfig, run_dir: Path, backend, reward, acceptance, progress: bool = True,
+                 on_records=None) -> tuple[list[ChainStep], dict]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prompts = train_prompts(cfg, run_dir)
+    started = time.perf_counter()
+    sample_shard(cfg, run_dir, backend, reward, acceptance, prompts, progress=progress, on_records=on_records)
+    records, summary = collect(cfg, run_dir, backend.model_id, prompts, seconds=time.perf_counter() - started)
     print(format_summary(summary))
-    return SamplingResult(prompts, records, store, summary)
+    return records, summary

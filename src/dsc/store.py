@@ -22,16 +22,20 @@ from dsc.records import ChainStep
 
 
 class SampleStore:
-    FILE = "samples.jsonl"
+    """A folder of shard files ``samples.<shard>.jsonl``: each rank appends to its own shard (so ranks
+    never contend), and ``load`` reads all of them (so any rank, or a rerun with another world size,
+    sees every finished chain)."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, shard: int | str = 0):
         self.folder = Path(folder)
-        self.path = self.folder / self.FILE
+        self.shard = str(shard)
+        self.path = self.folder / f"samples.{self.shard}.jsonl"
 
     @contextmanager
     def lock(self, timeout: float = -1):
+        """Exclusive writer lock on this shard; a second writer (e.g. a parallel sweep job) waits."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.folder / ".lock"), timeout=timeout):
+        with FileLock(str(self.folder / f".lock.{self.shard}"), timeout=timeout):
             yield self
 
     def append(self, records: Iterable[ChainStep]) -> None:
@@ -48,19 +52,20 @@ class SampleStore:
             os.close(fd)
 
     def load(self) -> list[ChainStep]:
-        return [ChainStep.from_dict(row) for row in self.rows()]
+        """Every complete record of every shard, first occurrence of each (prompt, chain, step) kept."""
+        seen: dict[tuple, ChainStep] = {}
+        for row in self.rows():
+            record = ChainStep.from_dict(row)
+            seen.setdefault(record.key, record)
+        return list(seen.values())
+
+    def shard_files(self) -> list[Path]:
+        return sorted(self.folder.glob("samples.*.jsonl"))
 
     def rows(self) -> list[dict]:
-        if not self.path.exists():
-            return []
         rows = []
-        for line in self.path.read_bytes().split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn tail from a killed writer; everything before it is intact
+        for path in self.shard_files():
+            rows.extend(_read_rows(path))
         return rows
 
     def _drop_torn_tail(self) -> None:
@@ -82,6 +87,18 @@ class SampleStore:
         for row in rows:
             row["extra"] = json.dumps(row.get("extra", {}))
         return datasets.Dataset.from_list(rows)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn tail from a killed writer; everything before it is intact
+    return rows
 
 
 def _is_json(line: bytes) -> bool:

@@ -51,7 +51,7 @@ class HFBackend:
     """Generation backend over a transformers causal LM."""
 
     def __init__(self, model: ModelSpec | dict, max_batch_size: int | None = None, loaded=None):
-        spec = model if isinstance(model, ModelSpec) else ModelSpec(**model)
+        spec = model if isinstance(model, ModelSpec) else ModelSpec(**(model or {}))
         self.spec = spec
         self.model, self.tokenizer, self.model_id = loaded or load_model(spec)
         self.max_batch_size = max_batch_size
