@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dsc import tracking
 from dsc.errors import DscError
 from dsc.schema import validate
 
@@ -41,10 +42,11 @@ def run(cfg: DictConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.stage != "evaluate":
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None  # before any model: bad logger.mode fails fast
+    tracking.log_config(logger, cfg)
     backend = instantiate(cfg.sampler.backend)
     reward = instantiate(cfg.reward)
     acceptance = instantiate(cfg.acceptance)
-    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
     results: dict = {}
     if cfg.stage == "sample":
         from dsc.sampling import run_sampling
@@ -53,16 +55,26 @@ def run(cfg: DictConfig) -> dict:
     if cfg.stage in ("distill", "all"):
         from dsc.distillation import run_distillation
 
-        _, trainer, results["sampling"] = run_distillation(cfg, run_dir, backend, reward, acceptance, logger)
+        from dsc.distillation import evaluation_backend
+
+        module, trainer, results["sampling"] = run_distillation(cfg, run_dir, backend, reward, acceptance, logger)
         if not trainer.is_global_zero:
             return results
+        backend = evaluation_backend(backend, module)
+        tracking.log_adapter(logger, run_dir)
+    tracking.log_sampling(logger, run_dir, results.get("sampling"))
     if cfg.stage == "evaluate":
+        from dsc.backends.hf import HFBackend
         from dsc.distillation import load_adapter
 
+        if not isinstance(backend, HFBackend):
+            backend = HFBackend(model=OmegaConf.to_container(cfg.model, resolve=True))
         load_adapter(backend, run_dir)
     if cfg.stage in ("evaluate", "all"):
         from dsc.evaluation.evaluate import run_evaluation
 
         results["evaluation"] = run_evaluation(cfg, run_dir, backend, reward, acceptance)
+        tracking.log_evaluation(logger, run_dir, results["evaluation"])
     (run_dir / "run_results.json").write_text(json.dumps(results, indent=2, default=str))
+    tracking.finish(logger)
     return results

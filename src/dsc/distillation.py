@@ -42,6 +42,8 @@ def run_distillation(cfg: DictConfig, run_dir: Path, backend, reward, acceptance
         started = time.perf_counter()
         sample_shard(cfg, run_dir, backend, reward, acceptance, prompts, rank=rank, world_size=world)
         state["sampling_seconds"] = time.perf_counter() - started
+        if hasattr(backend, "release"):
+            backend.release()  # a GPU engine (vLLM) frees its memory before training starts
 
     def records():
         recs, summary = collect(cfg, run_dir, backend.model_id, prompts, seconds=state["sampling_seconds"])
@@ -49,17 +51,19 @@ def run_distillation(cfg: DictConfig, run_dir: Path, backend, reward, acceptance
         state["sampling"] = summary
         return recs
 
+    model, tokenizer = student(cfg, backend)
     datamodule = DSCDataModule(
-        tokenizer=backend.tokenizer, divergence=divergence, sample_shard=shard, load_records=records,
+        tokenizer=tokenizer, divergence=divergence, sample_shard=shard, load_records=records,
         train_prompts=lambda: prompts, target=target, beta=cfg.beta, batch_size=cfg.distill.batch_size,
         max_length=cfg.distill.max_length, seed=cfg.seed)
-    module = instantiate(cfg.distill.module, model=backend.model, tokenizer=backend.tokenizer,
+    module = instantiate(cfg.distill.module, model=model, tokenizer=tokenizer,
                          divergence=divergence, reward=reward, seed=cfg.seed, max_length=cfg.distill.max_length,
                          _convert_="all")
     trainer = build_trainer(cfg, run_dir, logger)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir), weights_only=True)
     seconds = time.perf_counter() - started - state["sampling_seconds"]
+    write_rank_state(run_dir, trainer, module, datamodule)
     if trainer.is_global_zero:
         module.model.save_pretrained(run_dir / "adapter")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -68,8 +72,46 @@ def run_distillation(cfg: DictConfig, run_dir: Path, backend, reward, acceptance
         (run_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
         print(f"── distillation: {divergence.name}, {len(datamodule.items)} examples, {trainer.global_step} steps, "
               f"{seconds:.0f} s, final loss {metrics.get('train/loss', float('nan')):.4f}")
-    backend.model = module.model  # the backend now generates with the student (adapters on)
     return module, trainer, state.get("sampling")
+
+
+def write_rank_state(run_dir: Path, trainer, module, datamodule) -> None:
+    """Per-rank fingerprint of what was trained: under DDP every rank must hold identical weights
+    after each optimizer step, and must have seen the same merged training set."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.trainable_state().items()):
+        digest.update(name.encode())
+        digest.update(tensor.float().cpu().numpy().tobytes())
+    items = sorted(json.dumps(getattr(i, "__dict__", i), sort_keys=True, default=str) for i in datamodule.items)
+    state = {"rank": trainer.global_rank, "world_size": trainer.world_size, "global_step": trainer.global_step,
+             "trainable_sha256": digest.hexdigest(), "train_items": len(items),
+             "train_items_sha256": hashlib.sha256("\n".join(items).encode()).hexdigest()}
+    (run_dir / f"train_state.rank{trainer.global_rank}.json").write_text(json.dumps(state, indent=2))
+
+
+def student(cfg: DictConfig, backend):
+    """The model to train: the HF backend's own model (one copy in memory), or — for engines that hold
+    no trainable model (vLLM, servers) — the same weights loaded on the CPU; Lightning moves it to the
+    rank's device after sampling has released the GPU."""
+    if hasattr(backend, "model") and hasattr(backend, "tokenizer"):
+        return backend.model, backend.tokenizer
+    from dsc.models import ModelSpec, load_model
+
+    spec = ModelSpec(**{**OmegaConf.to_container(cfg.model, resolve=True), "device": "cpu"})
+    model, tokenizer, _ = load_model(spec)
+    return model, tokenizer
+
+
+def evaluation_backend(backend, module):
+    """An HF backend that generates with the trained student (adapters on; off inside adapters_off)."""
+    from dsc.backends.hf import HFBackend
+
+    if isinstance(backend, HFBackend):
+        backend.model = module.model
+        return backend
+    return HFBackend(model=None, loaded=(module.model.eval(), module.tokenizer, getattr(backend, "model_id", "student")))
 
 
 def load_adapter(backend, run_dir: Path):

@@ -134,6 +134,14 @@ def _dequantise(gguf: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def rank_device(device: str) -> str:
+    """'cuda' means this process's own GPU: under DDP/FSDP every rank loads onto cuda:LOCAL_RANK, never
+    all onto cuda:0 (and never device_map="auto" across a rank's neighbours)."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
 def load_tokenizer(source: Path | str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -149,10 +157,17 @@ def load_model(spec: ModelSpec):
 
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise DscError(f"model.device={spec.device} but no CUDA device is visible; use model.device=cpu")
+    device = rank_device(spec.device)
     source, identity = materialise(spec)
-    dtype = resolve_dtype(spec.dtype, spec.device)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, trust_remote_code=spec.trust_remote_code, use_safetensors=True
-    )
-    model.to(spec.device).eval()
+    dtype = resolve_dtype(spec.dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=spec.trust_remote_code, use_safetensors=True
+        )
+    except OSError as error:  # hub id not cached offline, no safetensors weights, unreadable folder
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DscError(f"model.path={spec.path or source} could not be loaded ({reason}); give a local folder with "
+                       "safetensors weights, or a hub id that is cached (python -m dsc sets HF_HUB_OFFLINE=1 "
+                       "unless you set HF_HUB_OFFLINE=0)") from None
+    model.to(device).eval()
     return model, load_tokenizer(source, spec.trust_remote_code), identity
