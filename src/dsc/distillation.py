@@ -93,9 +93,11 @@ def write_rank_state(run_dir: Path, trainer, module, datamodule) -> None:
 
 def student(cfg: DictConfig, backend):
     """The model to train: the HF backend's own model (one copy in memory), or — for engines that hold
-    no trainable model (vLLM, servers) — the same weights loaded on the CPU; Lightning moves it to the
-    rank's device after sampling has released the GPU."""
-    if hasattr(backend, "model") and hasattr(backend, "tokenizer"):
+    no trainable model (vLLM, servers) or under transfer (the teacher samples, ``model`` is the
+    student) — loaded on the CPU; Lightning moves it to the rank's device after sampling has released
+    the GPU."""
+    transfer = cfg.get("teacher") is not None
+    if not transfer and hasattr(backend, "model") and hasattr(backend, "tokenizer"):
         return backend.model, backend.tokenizer
     from dsc.models import ModelSpec, load_model
 
@@ -104,14 +106,17 @@ def student(cfg: DictConfig, backend):
     return model, tokenizer
 
 
-def evaluation_backend(backend, module):
-    """An HF backend that generates with the trained student (adapters on; off inside adapters_off)."""
+def evaluation_backend(cfg: DictConfig, backend, module):
+    """(backend generating with the trained student — adapters on, off inside ``adapters_off`` —,
+    backend whose chain is the ``chain`` arm: the teacher under transfer, else the student's base)."""
     from dsc.backends.hf import HFBackend
 
-    if isinstance(backend, HFBackend):
+    if cfg.get("teacher") is None and isinstance(backend, HFBackend):
         backend.model = module.model
-        return backend
-    return HFBackend(model=None, loaded=(module.model.eval(), module.tokenizer, getattr(backend, "model_id", "student")))
+        return backend, None
+    student_backend = HFBackend(model=None, loaded=(module.model.eval(), module.tokenizer, f"student:{cfg.model.name}"))
+    teacher = backend if cfg.get("teacher") is not None and isinstance(backend, HFBackend) else None
+    return student_backend, teacher
 
 
 def load_adapter(backend, run_dir: Path):

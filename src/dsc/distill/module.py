@@ -71,6 +71,14 @@ class DistillModule(L.LightningModule):
         return self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
 
     # ── training ────────────────────────────────────────────────────────────────────────────────
+    def on_fit_start(self) -> None:
+        # load_model hands the model over in eval mode and Lightning keeps a module's mode: without
+        # this, LoRA dropout and gradient checkpointing (active only in train mode) would be off.
+        self.model.train()
+
+    def on_fit_end(self) -> None:
+        self.model.eval()  # the trained student generates next (evaluation): no dropout
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.divergence.on_policy:
             batch = self._rollout(batch)

@@ -66,7 +66,9 @@ def _perplexity(backend, prompts, texts) -> float:
     return math.exp(-sum(logps) / max(sum(counts), 1))
 
 
-def run_evaluation(cfg: DictConfig, run_dir: Path, backend, reward, acceptance) -> dict:
+def run_evaluation(cfg: DictConfig, run_dir: Path, backend, reward, acceptance, chain_backend=None) -> dict:
+    """``chain_backend``: the model whose chain is the ``chain`` arm (the teacher under transfer);
+    defaults to ``backend`` with adapters off."""
     out_dir = run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = select(load_prompt_set(cfg), "test", cfg.eval.num_prompts, cfg.seed)
@@ -81,7 +83,7 @@ def run_evaluation(cfg: DictConfig, run_dir: Path, backend, reward, acceptance) 
     if hasattr(backend.model, "disable_adapter"):
         arms["distilled"] = _generate_arm(backend, prompts, params, cfg.seed, "single")
     if cfg.eval.chain:
-        arms["chain"] = _chain_arm(cfg, backend, reward, acceptance, prompts, run_dir)
+        arms["chain"] = _chain_arm(cfg, chain_backend or backend, reward, acceptance, prompts, run_dir)
 
     texts = [p.text for p in prompts]
     results: dict = {"task": cfg.task.name, "n_prompts": len(prompts), "trained_on": trained_on,
