@@ -338,6 +338,18 @@ def test_trained_logits_differ_from_base(trained):
     assert torch.allclose(off, trained.base_logits, atol=1e-5)
 
 
+def test_training_logprobs_match_teacher_forced_scoring(trained):
+    """The divergence's log-probs and the backend's logprob (mh_exact, perplexity) agree on the real model."""
+    from dsc.backends.hf import HFBackend
+
+    backend = HFBackend(model=None, loaded=(trained.module.model, trained.tokenizer, "student"))
+    scored = backend.logprob([user_chat(e.prompt) for e in TRAIN], [e.response for e in TRAIN])
+    batch = pad_rows([encode(trained.tokenizer, e.prompt, e.response, 64) for e in TRAIN], trained.tokenizer.pad_token_id)
+    with torch.no_grad():
+        trained_logp = trained.module.sequence_logprobs(**batch)
+    assert trained_logp.tolist() == pytest.approx(scored, abs=1e-3)
+
+
 def test_checkpoint_holds_adapter_optimizer_and_step_only(trained):
     path = trained.root / "manual.ckpt"
     trained.trainer.save_checkpoint(path)

@@ -132,6 +132,14 @@ def test_evaluation_writes_all_arms_with_n_and_cis(evaluated):
         assert set(diffs) == set(scorers)
         assert all(set(d) == CI_FIELDS and d["n"] == 2 for d in diffs.values())
     assert (run_dir / "eval" / "rewards.png").stat().st_size > 1000
+    # the chain's cost is read from its stored records, so a re-evaluation reports it unchanged
+    from dsc.store import SampleStore
+
+    stored = SampleStore(run_dir / "eval" / "chain_store").load()
+    assert {(r.chain_id, r.step) for r in stored} == {(0, 0), (0, 1)} and len(stored) == 2 * 2
+    chain = on_disk["arms"]["chain"]
+    assert chain["seconds_per_prompt"] == pytest.approx(sum(r.seconds for r in stored) / 2)
+    assert chain["tokens_per_prompt"] == pytest.approx(sum(r.completion_tokens for r in stored) / 2)
 
 
 @pytest.mark.slow
