@@ -106,3 +106,10 @@ def test_hf_backend_instantiates_on_the_bundled_model(make_config, tmp_path):
     backend = instantiate(cfg.sampler.backend)
     assert backend.model_id.startswith("SmolLM2-135M-Instruct")
     assert backend.tokenizer.eos_token == "<|im_end|>"
+
+
+def test_full_finetuning_is_refused_where_evaluation_needs_the_base(make_config, tmp_path):
+    cfg = make_config(["distill.module.lora=null", f"run_dir={tmp_path}"])
+    with pytest.raises(DscError, match=r"distill.module.lora=null .* use stage=distill"):
+        validate(cfg)
+    validate(make_config(["distill.module.lora=null", "stage=distill", f"run_dir={tmp_path}"]))

@@ -129,6 +129,9 @@ def validate(cfg: DictConfig) -> None:
     for key in missing_values(cfg):
         if not key.startswith("hydra"):
             raise DscError(f"{key} has no value (??? in its YAML); give one on the command line, e.g. {key}=<value>")
+    if cfg.stage in ("all", "evaluate") and OmegaConf.select(cfg, "distill.module.lora", default=0) is None:
+        raise DscError("distill.module.lora=null (full fine-tuning) works with stage=distill only: evaluation compares the "
+                       "student with its adapters-off base; set distill.module.lora (e.g. r: 8) or use stage=distill")
     if cfg.stage not in STAGES:
         raise DscError(f"stage={cfg.stage} is not a stage; use one of: {', '.join(STAGES)}")
     _number(cfg, "beta", float, 0, strict=True, fix="beta is the reward temperature, e.g. beta=0.5")
