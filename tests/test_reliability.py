@@ -168,14 +168,23 @@ def test_fixture_store_with_truncated_last_line(tail, tmp_path):
 @pytest.mark.slow
 def test_nan_reward_at_step_2_keeps_records_real_model(tmp_path):
     """The real bundled model; the reward turns NaN on its third call (step 2 of the single unit)."""
+    from tests.conftest import compose_config
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core box one thread is ~10× faster than two fighting for cores
+    try:
+        _nan_then_resume(compose_config(["debug=tiny", "sampler.num_steps=2", "sampler.batch_size=4",
+                                         *(f"sampler.{turn}.max_new_tokens=8" for turn in TURNS)]), tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _nan_then_resume(cfg, tmp_path):
     from hydra.utils import instantiate
 
     from dsc.prompts import select
     from dsc.sampling import build_sampler, load_prompt_set
-    from tests.conftest import compose_config
 
-    cfg = compose_config(["debug=tiny", "sampler.num_steps=2", "sampler.batch_size=4",
-                          *(f"sampler.{turn}.max_new_tokens=8" for turn in TURNS)])
     backend = instantiate(cfg.sampler.backend)
     prompts = select(load_prompt_set(cfg), "train", 2, cfg.seed)
     store = SampleStore(tmp_path / "store")
