@@ -109,26 +109,29 @@ def test_jobs_that_differ_downstream_share_one_sample_store(sweep_jobs, make_con
 
 @pytest.mark.slow
 def test_a_shorter_narrower_run_reads_a_prefix_of_the_longer_store(make_config, tmp_path):
-    """chain_length: after N=2, K=2 sampled, N=1, K=1 generates nothing and equals a fresh N=1, K=1 run."""
+    """chain_length: once N=2, K=2 is sampled, N=1, K=1 generates nothing and reads that store's prefix.
+
+    (The prefix is a valid N=1, K=1 sample, not a bit-identical copy of a fresh N=1, K=1 run: batched
+    generation with left padding is not batch-invariant, so texts from step 1 on depend on the batch.)
+    """
     from dsc.sampling import run_sampling
 
-    def sample(root: Path, chains: int, steps: int, backend=None):
+    def sample(chains: int, steps: int, backend=None):
+        run_dir = tmp_path / f"run-n{chains}-k{steps}"
         cfg = make_config(["debug=tiny", "sampler.num_prompts=1", f"sampler.num_chains={chains}",
-                           f"sampler.num_steps={steps}", f"samples_root={root}", f"run_dir={root / f'run{chains}{steps}'}"])
+                           f"sampler.num_steps={steps}", f"samples_root={tmp_path / 'samples'}", f"run_dir={run_dir}"])
         backend = backend or instantiate(cfg.sampler.backend)
-        records, _ = run_sampling(cfg, root / f"run{chains}{steps}", backend, instantiate(cfg.reward),
-                                  instantiate(cfg.acceptance), progress=False)
+        records, _ = run_sampling(cfg, run_dir, backend, instantiate(cfg.reward), instantiate(cfg.acceptance),
+                                  progress=False)
         return backend, records
 
-    backend, long = sample(tmp_path / "shared", chains=2, steps=2)
-    store_files = sorted((tmp_path / "shared").glob("*/samples.*.jsonl"))
+    backend, long = sample(chains=2, steps=2)
+    assert len(long) == 2 * 3
+    store_files = sorted((tmp_path / "samples").glob("*/samples.*.jsonl"))
     before, calls = [p.read_bytes() for p in store_files], backend.generate_calls
-    _, short = sample(tmp_path / "shared", chains=1, steps=1, backend=backend)
+    _, short = sample(chains=1, steps=1, backend=backend)
     assert backend.generate_calls == calls and [p.read_bytes() for p in store_files] == before
-    assert short == [r for r in long if r.chain_id < 1 and r.step <= 1]
-    _, fresh = sample(tmp_path / "fresh", chains=1, steps=1, backend=backend)
-    text = lambda rs: [(r.key, r.response, r.critique, r.revision, r.state) for r in rs]  # noqa: E731
-    assert text(fresh) == text(short)  # a prefix is exactly what the short run would have sampled
+    assert short == [r for r in long if r.chain_id < 1 and r.step <= 1] and len(short) == 2
 
 
 # ── a real 2×2 multirun, reported ─────────────────────────────────────────────────────────────────
@@ -200,7 +203,8 @@ def test_tiny_multirun_shares_stores_and_logs_grouped_offline_wandb_runs(tiny_mu
         assert len((store / "samples.0.jsonl").read_text().splitlines()) == 4
     infos = [json.loads((root / "sweep" / str(i) / "wandb_run.json").read_text()) for i in range(4)]
     assert {i["mode"] for i in infos} == {"offline"}
-    assert len({i["group"] for i in infos}) == 1 and infos[0]["group"].startswith("multirun-")
+    sweep = root / "sweep"
+    assert {i["group"] for i in infos} == {f"{sweep.parent.name}_{sweep.name}_multirun"}
     assert {i["job_type"] for i in infos} == {"all"}
     job = root / "sweep" / "1"
     run = offline_run(job)
@@ -217,4 +221,37 @@ def test_tiny_multirun_shares_stores_and_logs_grouped_offline_wandb_runs(tiny_mu
     store = Path(json.loads((job / "sampling_summary.json").read_text())["store"]).name
     assert {f"samples-{store}", f"adapter-{run.run.run_id}"} <= set(run.artifacts)
     report_run = report["wandb"]
-    assert report_run and Path(report_run).parent == root / "sweep" / "wandb"
+    assert report_run and Path(report_run).parent == sweep / "wandb"
+    assert "debug=tiny" in run.run.display_name and "samples_root" not in run.run.display_name
+
+
+def test_report_on_a_hand_made_multirun_keeps_failed_jobs_and_varying_keys_only(tmp_path):
+    from dsc.report import make_report
+
+    stat = lambda m: {"mean": m, "ci_low": m - 0.1, "ci_high": m + 0.1, "n": 3}  # noqa: E731
+    for num, (beta, results) in enumerate([("0.1", True), ("1.0", True), ("3.0", False)]):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["+sweep=beta", "debug=tiny", f"beta={beta}"]))
+        (job / "sampling_summary.json").write_text(json.dumps(
+            {"acceptance_rate_per_step": {"1": 0.5, "2": 0.25}, "mean_reward_initial": -0.1, "mean_reward_final": 0.2}))
+        if results:
+            (job / "results.json").write_text(json.dumps({
+                "task": "sentiment", "trained_on": "vader", "scorers": {"vader": {"independent": False}},
+                "arms": {a: {"success/vader": stat(0.5)} for a in ("base", "distilled")},
+                "differences": {"distilled-base": {"vader": stat(0.25 * (num + 1))}}}))
+    report = make_report(tmp_path, use_wandb=False)
+    assert report["keys"] == ["beta"]
+    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    assert [r["beta"] for r in rows] == ["0.1", "1.0", "3.0"]
+    assert [r["distilled-base/vader/mean"] for r in rows] == ["0.25", "0.5", ""]
+    assert rows[2]["sampling/acceptance_rate"] == "0.375"
+    md = (tmp_path / "report.md").read_text()
+    assert "shared overrides: debug=tiny, sweep=beta" in md and "No results.json (failed or not evaluated): jobs 2" in md
+    assert "| 1 | 1.0 | +0.500 [+0.400, +0.600] | 0.50→0.50 | 38% | -0.100→+0.200 |" in md
+    assert (tmp_path / "reward_gain.png").stat().st_size > 10_000
+
+
+def test_report_on_a_folder_without_jobs_is_a_one_line_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "dsc.report", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "has no job folders" in done.stderr

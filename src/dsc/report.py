@@ -188,15 +188,19 @@ def plot_reward_gain(jobs: list[Job], keys: list[str], path: Path) -> None:
                 ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=4, markersize=6,
                             label=f"{hue}={h}" if hue else "mean, 95 % CI")
         ax.axhline(0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xticks(range(len(groups)), [g.replace(", ", "\n") for g in groups], fontsize=8)
+        ticks = [g.split("=", 1)[1] if len(x_keys) == 1 else g.replace(", ", "\n") for g in groups]
+        ax.set_xticks(range(len(groups)), ticks, fontsize=9)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_xlabel(", ".join(x_keys) if x_keys else "job")
         ax.set_ylabel(f"distilled − base reward ({scorer})")
         ax.set_title(f"{scorer}{' (training reward)' if scorer == trained else ' (independent)'}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Reward gain of the distilled model over the base model per setting (paired, 95 % CI)", fontsize=10)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
+    fig.suptitle("Reward gain of the distilled model over the base model per setting\n"
+                 "(mean over test prompts, paired 95 % bootstrap CI)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 
@@ -221,7 +225,8 @@ def plot_acceptance(jobs: list[Job], keys: list[str], path: Path) -> None:
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("chain step t (critique → revision)")
     ax.set_ylabel("acceptance rate (share of chains)")
-    ax.set_title("Acceptance rate per chain step" + ("" if series else " (no chain steps sampled)"), fontsize=10)
+    ax.set_title("Acceptance rate per chain step" + ("" if series else " (no chain steps sampled)")
+                 + ("\n(points offset sideways so that coinciding jobs stay visible)" if len(series) > 1 else ""), fontsize=10)
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8, loc="best")

@@ -8,8 +8,8 @@ Features and guarantees:
   bounds ``wandb.init`` (``init_timeout`` s). Unreachable host, missing key or a failed init: the run
   continues offline and says so in one line. A run never hangs or fails because W&B is unreachable.
 - A bad ``logger.mode`` is a one-line DscError when the logger is built (before any model loads).
-- In a multirun, runs are grouped by sweep (``group`` = ``<sweep name>-<multirun folder>``), typed by
-  stage (``job_type``) and named by their overrides, so the W&B UI compares ablations directly.
+- In a multirun, runs are grouped by sweep (``group`` = ``<date>_<time>_<sweep name>`` from the multirun
+  folder), typed by stage (``job_type``) and named by their overrides, so the W&B UI compares ablations.
 - The ``log_*`` functions take any Lightning logger or None: W&B gets metrics, tables (chains, per-step
   sampling, evaluation generations) and artifacts (sample store, LoRA adapter); CSV gets the scalar
   metrics; None and ranks other than 0 do nothing.
@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from dsc.errors import DscError
 
 MODES = ("offline", "online", "disabled")
+_NOT_IN_NAMES = {"sweep", "samples_root", "run_dir", "threads", "logger", "hydra", "resume"}  # noise in run names
 
 
 def check_mode(mode: Any) -> str:
@@ -56,7 +57,9 @@ def sweep_identity() -> tuple[str | None, str | None]:
         return None, None
     folder = Path(hc.runtime.output_dir).parent
     sweep = hc.runtime.choices.get("sweep") or "multirun"
-    return f"{sweep}-{folder.parent.name}_{folder.name}", hc.job.override_dirname or f"job{hc.job.num}"
+    label = folder.name if folder.name.endswith(sweep) else f"{folder.name}_{sweep}"
+    overrides = [o for o in hc.overrides.task if o.lstrip("+~").split("=")[0].split(".")[0] not in _NOT_IN_NAMES]
+    return f"{folder.parent.name}_{label}", ",".join(overrides) or f"job{hc.job.num}"
 
 
 def _hydra_tags() -> list[str]:
