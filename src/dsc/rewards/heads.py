@@ -63,3 +63,32 @@ def _atomic_write(path: Path, write) -> None:
     with open(tmp, "wb") as f:
         write(f)
     os.replace(tmp, path)
+
+
+class HeadReward:
+    """Base of the rewards read off a small head trained on MiniLM embeddings of real labelled data.
+
+    The head trains on first use (not at construction, so configs instantiate cheaply), once per
+    content key, and is cached with its held-out report; ``report`` exposes that report.
+    """
+
+    def __init__(self, folds: int, seed: int, success_threshold: float, batch_size: int, name: str):
+        self.folds = int(folds)
+        self.seed = int(seed)
+        self.success_threshold = float(success_threshold)
+        self.batch_size = int(batch_size)
+        self.name = name
+        self._head: tuple[np.ndarray, float] | None = None
+        self._report: dict | None = None
+
+    @property
+    def report(self) -> dict:
+        """The training report (held-out metrics, data size, seconds); trains on first access."""
+        self._load()
+        return self._report
+
+    def success(self, rewards):
+        return rewards > self.success_threshold
+
+    def _load(self) -> tuple[np.ndarray, float]:
+        raise NotImplementedError

@@ -20,7 +20,7 @@ import torch
 from dsc.paths import fetch_sdist
 from dsc.rewards.checks import check_inputs, check_scores
 from dsc.rewards import embedding
-from dsc.rewards.heads import cached_head, content_key
+from dsc.rewards.heads import HeadReward, cached_head, content_key
 
 _ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
 _MEMBER = "movieReviewSnippets_GroundTruth.txt"
@@ -48,7 +48,7 @@ def load_snippets() -> tuple[list[str], np.ndarray, bytes]:
     return texts, np.asarray(ratings, dtype=np.float64), raw
 
 
-class MiniLMSentiment:
+class MiniLMSentiment(HeadReward):
     """Predicted human positivity in [-1, 1] (mean over sentences); success = score > 0.
 
     ``heldout_r`` is the Pearson correlation of out-of-fold predictions with the human ratings.
@@ -57,19 +57,7 @@ class MiniLMSentiment:
     def __init__(self, ridge_alpha: float = 1.0, folds: int = 5, seed: int = 0, success_threshold: float = 0.0,
                  batch_size: int = 64, name: str = "sentiment_minilm"):
         self.ridge_alpha = float(ridge_alpha)
-        self.folds = int(folds)
-        self.seed = int(seed)
-        self.success_threshold = float(success_threshold)
-        self.batch_size = int(batch_size)
-        self.name = name
-        self._head: tuple[np.ndarray, float] | None = None
-        self._report: dict | None = None
-
-    @property
-    def report(self) -> dict:
-        """The training report (held-out r, sign accuracy, data size, seconds); trains on first access."""
-        self._load()
-        return self._report
+        super().__init__(folds, seed, success_threshold, batch_size, name)
 
     @property
     def heldout_r(self) -> float:
@@ -88,9 +76,6 @@ class MiniLMSentiment:
         totals = np.bincount(owner, weights=per_sentence, minlength=len(responses))
         counts = np.bincount(owner, minlength=len(responses))
         return check_scores(self.name, totals / np.maximum(counts, 1), len(responses))
-
-    def success(self, rewards: torch.Tensor) -> torch.Tensor:
-        return rewards > self.success_threshold
 
     def _load(self) -> tuple[np.ndarray, float]:
         if self._head is None:

@@ -18,28 +18,16 @@ import torch
 
 from dsc.rewards import embedding, pyrit_labels
 from dsc.rewards.checks import check_inputs, check_scores
-from dsc.rewards.heads import cached_head, content_key
+from dsc.rewards.heads import HeadReward, cached_head, content_key
 
 
-class SafetyHead:
+class SafetyHead(HeadReward):
     """Reward = P(harmless) in [0, 1]; success = reward > 0.5. ``heldout_auc`` is grouped by objective."""
 
     def __init__(self, C: float = 1.0, folds: int = 5, seed: int = 0, success_threshold: float = 0.5,
                  batch_size: int = 32, name: str = "safety_head"):
         self.C = float(C)
-        self.folds = int(folds)
-        self.seed = int(seed)
-        self.success_threshold = float(success_threshold)
-        self.batch_size = int(batch_size)
-        self.name = name
-        self._head: tuple[np.ndarray, float] | None = None
-        self._report: dict | None = None
-
-    @property
-    def report(self) -> dict:
-        """Training report (grouped held-out AUC and accuracy, label counts, seconds); trains on first access."""
-        self._load()
-        return self._report
+        super().__init__(folds, seed, success_threshold, batch_size, name)
 
     @property
     def heldout_auc(self) -> float:
@@ -53,9 +41,6 @@ class SafetyHead:
         weights, bias = self._load()
         logits = self.features(prompts, responses).astype(np.float64) @ weights + bias
         return check_scores(self.name, 1.0 / (1.0 + np.exp(-logits)), len(responses))
-
-    def success(self, rewards: torch.Tensor) -> torch.Tensor:
-        return rewards > self.success_threshold
 
     def _load(self) -> tuple[np.ndarray, float]:
         if self._head is None:
