@@ -12,6 +12,8 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle OpenMP threads that spin-wait collapse a 2-thread bf16 GEMM when the cores are shared (bench/_common.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

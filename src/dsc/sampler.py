@@ -86,8 +86,12 @@ class ChainSampler:
                  critique: CritiquePrompts | dict, num_chains: int, num_steps: int, batch_size: int,
                  proposal: SamplingParams | dict, critique_params: SamplingParams | dict,
                  revision_params: SamplingParams | dict, seed: int, split: str = "train",
-                 num_prompts: int | None = None):
+                 num_prompts: int | None = None, kv_across_steps: bool = False):
         self.split, self.num_prompts = split, num_prompts
+        # Fast path: keep keys/values across steps too (the proposal's, a rejected chain's critique chat).
+        # Faster, but a resumed run computes those tokens anew and bf16 rounding can flip a near-tie, so it
+        # is off by default: resumed chains stay byte-identical to uninterrupted ones.
+        self.kv_across_steps = kv_across_steps
         self.backend, self.reward, self.acceptance = backend, reward, acceptance
         self.critique = critique if isinstance(critique, CritiquePrompts) else CritiquePrompts(**critique)
         self.num_chains, self.num_steps, self.batch_size, self.seed = num_chains, num_steps, batch_size, seed
@@ -126,6 +130,8 @@ class ChainSampler:
                 for unit in batched(pending, self.batch_size):
                     for step in range(min(c.step for c in unit) + 1, self.num_steps + 1):
                         active = [c for c in unit if c.step == step - 1]
+                        if self._session is not None and not self.kv_across_steps:
+                            self._session.forget()  # every step computed from stored texts alone: resumable
                         records = self._proposal(active) if step == 0 else self._step(active, step)
                         store.append(records)
                         if on_records is not None:
@@ -167,8 +173,9 @@ class ChainSampler:
 
             requests = [Request(ids=[], prefix=self._prefix(c)) for c in chains]
             outs, continuations = self._session.generate(requests, self.proposal, seeds, keep_answer=True)
-            for chain, cont in zip(chains, continuations):
-                chain.ids, chain.answer = _answer_ids(cont), cont.answer_context
+            if self.kv_across_steps:
+                for chain, cont in zip(chains, continuations):
+                    chain.ids, chain.answer = _answer_ids(cont), cont.answer_context
         check_generations(outs, self.proposal, "proposal", "proposals at step 0", self.backend.model_id)
         rewards = check_rewards(self.reward, self.reward.score([c.prompt.text for c in chains], [o.text for o in outs]),
                                 len(chains), "proposals at step 0")
@@ -228,6 +235,8 @@ class ChainSampler:
                 chain.ids, chain.context, chain.answer = revision_ids[i], None, None
             else:  # same state, same critique chat: keep its keys/values
                 chain.context, chain.answer = prompt_contexts[i], None
+            if not self.kv_across_steps:
+                chain.ids = chain.context = chain.answer = None
             chain.step = step
             records.append(ChainStep(
                 prompt_id=chain.prompt.id, chain_id=chain.chain_id, step=step, prompt=chain.prompt.text,
@@ -261,7 +270,8 @@ class ChainSampler:
                     prefix = prefix if tuple(full[:len(prefix)]) == prefix else ()
                     rest = full[len(prefix):]
                 requests.append(Request(ids=rest, prefix=prefix))
-        critiques, first = self._session.generate(requests, self.critique_params, seeds, keep_prompt=True, keep_answer=True)
+        critiques, first = self._session.generate(requests, self.critique_params, seeds,
+                                                  keep_prompt=self.kv_across_steps, keep_answer=True)
         check_generations(critiques, self.critique_params, "critique_params", f"critiques at step {step}",
                           self.backend.model_id)
         follow = [Request(ids=self._follow["revision"], context=c.answer_context) for c in first]

@@ -68,8 +68,9 @@ class Continuation:
 
 class _SlabCache:
     """Preallocated keys/values, one tensor for all layers; writes in place at the current column and
-    returns the whole slab (unwritten and padded columns are masked). DynamicCache's per-step torch.cat
-    copied the cache every token: 52 % of decode time at batch 64 × 300 tokens on 2 CPU cores."""
+    returns views of the columns written so far (padding and holes are masked). DynamicCache's per-step
+    torch.cat copied the cache every token: 52 % of decode time at batch 64 × 300 tokens on 2 CPU cores;
+    SDPA reads these strided views as fast as contiguous tensors."""
 
     def __init__(self, slab: torch.Tensor, column: int):
         self.slab, self.column = slab, column
@@ -78,7 +79,7 @@ class _SlabCache:
         end = self.column + key.shape[2]
         self.slab[layer_idx, 0, :, :, self.column:end] = key
         self.slab[layer_idx, 1, :, :, self.column:end] = value
-        return self.slab[layer_idx, 0], self.slab[layer_idx, 1]
+        return self.slab[layer_idx, 0, :, :, :end], self.slab[layer_idx, 1, :, :, :end]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.column
@@ -88,16 +89,17 @@ class KVSession:
     """Continuations that share a prefix cache; one session per sampling run (the model must not change
     during it). Built by ``HFBackend.kv_session()``."""
 
-    def __init__(self, model, tokenizer, perturb, max_prefixes: int = 128, compact_below: float = 0.75,
+    def __init__(self, model, tokenizer, choose, max_prefixes: int = 128, compact_below: float = 0.75,
                  backend=None):
         config = model.config
         self.backend = backend
-        self.model, self.tokenizer, self.perturb = model, tokenizer, perturb
+        self.model, self.tokenizer, self.choose = model, tokenizer, choose
         self.eos, self.pad = tokenizer.eos_token_id, tokenizer.pad_token_id
         self.layers = config.num_hidden_layers
         self.kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.max_prefixes, self.compact_below = max_prefixes, compact_below
+        self._cache_kwarg = _cache_kwarg(model)
         self._prefixes: OrderedDict[tuple[int, ...], KVContext] = OrderedDict()
         self.prefilled_tokens = 0
         """Tokens whose keys/values were computed in multi-token forwards (prefill), padding excluded."""
@@ -116,11 +118,15 @@ class KVSession:
 
     # ── public ──────────────────────────────────────────────────────────────────────────────────
     @torch.inference_mode()
-    def run(self, requests: Sequence[Request], max_new_tokens: int, perturb_params, seeds: Sequence[int],
+    def run(self, requests: Sequence[Request], max_new_tokens: int, params, seeds: Sequence[int],
             keep_prompt: bool = False, keep_answer: bool = False) -> list[Continuation]:
         """Continue every request and generate up to ``max_new_tokens`` (0: prefill only)."""
         bases, blocks = self._resolve(requests)
-        return self._generate(bases, blocks, max_new_tokens, perturb_params, seeds, keep_prompt, keep_answer)
+        return self._generate(bases, blocks, max_new_tokens, params, seeds, keep_prompt, keep_answer)
+
+    def forget(self) -> None:
+        """Drop the shared prefixes (the next call computes them again)."""
+        self._prefixes.clear()
 
     def generate(self, requests: Sequence[Request], params, seeds: Sequence[int], keep_prompt: bool = False,
                  keep_answer: bool = False):
@@ -169,7 +175,9 @@ class KVSession:
         lengths = [0 if b is None else b.kv.shape[3] for b in bases]
         context, width_q = max(lengths), max(len(b) for b in blocks)
         width = context + width_q + max(max_new - 1, 0)
-        slab = torch.zeros(self.layers, 2, rows, self.kv_heads, width, self.head_dim, dtype=self.dtype, device=device)
+        slab = torch.empty(self.layers, 2, rows, self.kv_heads, width, self.head_dim, dtype=self.dtype, device=device)
+        slab[..., :context + width_q, :].zero_()  # padding and holes are masked but must be finite (0 × NaN = NaN);
+        # decode columns are written (a finished row's too) before any view reaches them
         valid = torch.zeros(rows, width, dtype=torch.bool, device=device)
         for r, base in enumerate(bases):
             if base is not None and lengths[r]:
@@ -209,7 +217,7 @@ class KVSession:
         for step in range(max_new):
             live = [s for s in range(len(slots)) if alive[s]]
             rows = logits[torch.tensor(live, device=device), -1].float() if len(live) < len(slots) else logits[:, -1].float()
-            chosen = self.perturb(rows, params, [gens[slots[s]] for s in live]).argmax(-1).tolist()
+            chosen = self.choose(rows, params, [gens[slots[s]] for s in live]).tolist()
             for s, token in zip(live, chosen):
                 outs[slots[s]].tokens.append(token)
                 if token == self.eos:
@@ -254,16 +262,25 @@ class KVSession:
     def _forward(self, slab, valid, ids, pos, column):
         """One forward of ``ids`` written at columns [column, column + q); returns last-position logits."""
         q = ids.shape[1]
-        keys = torch.arange(slab.shape[4], device=ids.device)
+        keys = torch.arange(column + q, device=ids.device)
         queries = torch.arange(column, column + q, device=ids.device)
-        allowed = valid[:, None, :] & (keys[None, None, :] <= queries[None, :, None])
+        allowed = valid[:, None, :column + q] & (keys[None, None, :] <= queries[None, :, None])
         pad_query = ~valid[:, column:column + q]  # padding rows see themselves only (no empty softmax)
         allowed |= pad_query[:, :, None] & (keys[None, None, :] == queries[None, :, None])
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=ids.device)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-        out = self.model(input_ids=ids, attention_mask=mask[:, None], position_ids=pos,
-                         cache=_SlabCache(slab, column), use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=ids, attention_mask=mask[:, None], position_ids=pos, use_cache=True,
+                         logits_to_keep=1, **{self._cache_kwarg: _SlabCache(slab, column)})
         return out.logits
+
+
+def _cache_kwarg(model) -> str:
+    """``cache`` (transformers ≥ 5.2x) or ``past_key_values`` (earlier), read from the model's forward."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in names else "past_key_values"
 
 
 def follow_up_ids(tokenizer, role: str, text: str) -> list[int]:
