@@ -91,16 +91,9 @@ def p2_fraction(backend, prompts, batch, chains, budgets, kv_across_steps, steps
     calls = []
 
     def wrap(session):
-        inner = session.generate
+        from dsc.backends.kv import count_prefill
 
-        def generate(requests, params, seeds, **keep):
-            before = session.prefilled_tokens
-            gens, outs = inner(requests, params, seeds, **keep)
-            calls.append((session.prefilled_tokens - before, gens))
-            return gens, outs
-
-        session.generate = generate
-        return session
+        return count_prefill(session, calls)
 
     run_sampler(backend, prompts, batch, chains, steps, budgets, seed=11, kv_across_steps=kv_across_steps, wrap=wrap)
     prefilled = sum(n for n, _ in calls[-2:])

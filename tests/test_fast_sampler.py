@@ -82,22 +82,14 @@ def test_one_step_prefills_a_bounded_fraction_of_its_conversation(backend, tmp_p
     step from its stored text, so that a resumed run is byte-identical to an uninterrupted one; with
     kv_across_steps=True a chain whose state did not move also reuses its critique chat."""
     from dsc.backends.hf import HFBackend
+    from dsc.backends.kv import count_prefill
 
     sessions, calls = [], []
 
     class Spy(HFBackend):
         def kv_session(self):
-            session = super().kv_session()
+            session = count_prefill(super().kv_session(), calls)
             sessions.append(session)
-            inner = session.generate
-
-            def generate(requests, params, seeds, **keep):
-                before = session.prefilled_tokens
-                gens, outs = inner(requests, params, seeds, **keep)
-                calls.append((session.prefilled_tokens - before, gens))
-                return gens, outs
-
-            session.generate = generate
             return session
 
     spy = Spy(None, loaded=(backend.model, backend.tokenizer, backend.model_id))

@@ -299,3 +299,18 @@ def follow_up_ids(tokenizer, role: str, text: str) -> list[int]:
     if suffixes[0] != suffixes[1]:
         raise ValueError("the chat template's turn suffix depends on the answer; use the simple path")
     return suffixes[0]
+
+
+def count_prefill(session, calls: list):
+    """Wrap a session so that each generate call appends (tokens prefilled, generations) to ``calls``:
+    how tests and benches measure the prefill-reuse bound (issue 6, P2)."""
+    inner = session.generate
+
+    def generate(requests, params, seeds, **keep):
+        before = session.prefilled_tokens
+        gens, outs = inner(requests, params, seeds, **keep)
+        calls.append((session.prefilled_tokens - before, gens))
+        return gens, outs
+
+    session.generate = generate
+    return session
