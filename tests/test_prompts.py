@@ -208,6 +208,13 @@ def test_save_and_load_round_trip(tmp_path):
     assert load_prompts(path) == prompts
     again = FilePrompts(str(path), text_field="text", id_field="id", split_field="split").load()
     assert [(p.id, p.text, p.split) for p in again] == [(p.id, p.text, p.split) for p in prompts]
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + ['{"id": "y", "text": "no split"}']) + "\n")
+    with pytest.raises(DscError, match=r"prompts file .*prompts\.jsonl: line 3 lacks 'split'; re-save it with save_prompts"):
+        load_prompts(path)
+    path.write_text("\n".join(lines[:1] + ["[1, 2]"]) + "\n")
+    with pytest.raises(DscError, match=r"line 2 is list, not a JSON object; re-save it with save_prompts"):
+        load_prompts(path)
 
 
 # --- user files ------------------------------------------------------------------------------------

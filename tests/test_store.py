@@ -27,3 +27,27 @@ def test_torn_last_line_is_dropped_and_repaired(tmp_path):
     lines = store.path.read_bytes().split(b"\n")
     assert len([ln for ln in lines if ln]) == 3
     assert [r.key for r in store.load()] == [("a", 0, 0), ("a", 1, 0), ("b", 0, 0)]
+
+
+def test_tail_repair_reads_backwards_past_small_windows(tmp_path):
+    """The torn-tail check reads only the file's end; a record longer than its first window still
+    resolves to the right line, and an intact file is left byte-identical."""
+    from dsc.store import _last_line
+
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": "' + b"x" * 50 + b'"}\n')
+    with open(path, "rb") as handle:
+        start, last = _last_line(handle, path.stat().st_size, window=4)
+    assert start == 9 and last == b'{"b": "' + b"x" * 50 + b'"}\n'
+
+    store = SampleStore(tmp_path)
+    store.append([_record("a", 0, 0)])
+    intact = store.path.read_bytes()
+    store._drop_torn_tail()
+    assert store.path.read_bytes() == intact
+    store.path.write_bytes(intact + b"not json\n")  # a complete line that is not a record
+    store._drop_torn_tail()
+    assert store.path.read_bytes() == intact
+    store.path.write_bytes(b'{"torn')  # a shard that is one torn line
+    store._drop_torn_tail()
+    assert store.path.read_bytes() == b""

@@ -69,16 +69,16 @@ class SampleStore:
         return rows
 
     def _drop_torn_tail(self) -> None:
+        """Cut a torn last line (no newline, or not JSON) left by a killed writer. Reads only the tail:
+        appends happen once per batch, and rereading a large shard each time would grow quadratically."""
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
-        if not data or data.endswith(b"\n"):
-            last = data.rstrip(b"\n").rsplit(b"\n", 1)[-1] if data else b""
-            if not last or _is_json(last):
-                return
-        keep = data[: data.rfind(b"\n") + 1] if not data.endswith(b"\n") else data[: data.rstrip(b"\n").rfind(b"\n") + 1]
         with open(self.path, "r+b") as handle:
-            handle.truncate(len(keep))
+            size = handle.seek(0, os.SEEK_END)
+            start, last = _last_line(handle, size)
+            if last.endswith(b"\n") and (not last.strip() or _is_json(last.strip())):
+                return
+            handle.truncate(start)
 
     def to_dataset(self):
         import datasets
@@ -101,6 +101,20 @@ def _read_rows(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             break  # a torn tail from a killed writer; everything before it is intact
     return rows
+
+
+def _last_line(handle, size: int, window: int = 1 << 16) -> tuple[int, bytes]:
+    """(offset, bytes) of a file's last line, trailing newlines included; reads backwards in growing
+    windows so a long record costs a few reads, not the whole file."""
+    while True:
+        begin = max(0, size - window)
+        handle.seek(begin)
+        tail = handle.read(size - begin)
+        cut = tail.rstrip(b"\n").rfind(b"\n")
+        if cut >= 0 or begin == 0:
+            start = begin + cut + 1  # cut == -1 with begin == 0: the whole file is one line
+            return start, tail[start - begin:]
+        window *= 4
 
 
 def _is_json(line: bytes) -> bool:

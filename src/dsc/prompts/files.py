@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dsc.errors import DscError
+from dsc.jsonl import read_objects
 from dsc.prompts.base import Item, with_splits
 from dsc.prompts.splits import DEFAULT_FRACTIONS, SPLITS, check_fractions
 from dsc.records import Prompt
@@ -40,21 +41,7 @@ Row = tuple[str, dict[str, Any]]
 
 
 def _read_jsonl(path: Path) -> list[Row]:
-    rows = []
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DscError(f"{FIELD}.path={path}: line {lineno} is not valid JSON: {e}; "
-                               "write one JSON object per line") from None
-            if not isinstance(record, dict):
-                raise DscError(f"{FIELD}.path={path}: line {lineno} is {type(record).__name__}, not a JSON object; "
-                               "write one JSON object per line")
-            rows.append((f"line {lineno}", record))
-    return rows
+    return [(f"line {lineno}", record) for lineno, record in read_objects(path, f"{FIELD}.path={path}")]
 
 
 def _read_json(path: Path) -> list[Row]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dsc.errors import DscError
+from dsc.jsonl import read_objects
 from dsc.prompts.splits import SPLITS
 from dsc.records import Prompt
 
@@ -54,13 +55,9 @@ def load_prompts(path: str | os.PathLike[str]) -> list[Prompt]:
     if not path.is_file():
         raise DscError(f"prompts file {path} does not exist; it is written by save_prompts beside a run's samples")
     prompts = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                prompts.append(Prompt(id=row["id"], text=row["text"], split=row["split"], meta=row.get("meta", {})))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DscError(f"prompts file {path} line {lineno} is not a saved prompt ({e}); re-save it with save_prompts")
+    for lineno, row in read_objects(path, f"prompts file {path}", fix="re-save it with save_prompts"):
+        try:
+            prompts.append(Prompt(id=row["id"], text=row["text"], split=row["split"], meta=row.get("meta", {})))
+        except KeyError as e:
+            raise DscError(f"prompts file {path}: line {lineno} lacks {e}; re-save it with save_prompts") from None
     return prompts
