@@ -184,9 +184,7 @@ def test_offline_run_files_hold_config_metrics_tables_and_artifacts(logged_run):
 
 
 def test_csv_logger_gets_the_scalars_and_no_logger_is_a_no_op(tmp_path):
-    from lightning.pytorch.loggers import CSVLogger
-
-    logger = CSVLogger(save_dir=str(tmp_path), name="logs", version="")
+    logger = tracking.AppendingCSVLogger(save_dir=str(tmp_path), name="logs", version="")
     tracking.log_config(logger, OmegaConf.create({"beta": 0.1}))
     tracking.log_sampling(logger, tmp_path, SUMMARY)
     tracking.log_evaluation(logger, tmp_path, RESULTS)
@@ -198,6 +196,27 @@ def test_csv_logger_gets_the_scalars_and_no_logger_is_a_no_op(tmp_path):
     for log in (tracking.log_sampling, tracking.log_evaluation):
         log(None, tmp_path, SUMMARY)
     tracking.log_config(None, OmegaConf.create({}))
+
+
+def test_csv_logger_appends_when_a_run_is_resumed_or_re_evaluated(tmp_path):
+    """A second logger on the same run_dir (a resumed fit, a stage=evaluate rerun) keeps the first's rows;
+    new columns rewrite the header without losing old values."""
+    import csv
+
+    first = tracking.AppendingCSVLogger(save_dir=str(tmp_path), name="logs", version="")
+    first.log_metrics({"train/loss": 2.0}, step=0)
+    first.log_metrics({"train/loss": 1.5}, step=1)
+    first.save()
+    second = tracking.AppendingCSVLogger(save_dir=str(tmp_path), name="logs", version="")
+    second.log_metrics({"train/loss": 1.2}, step=2)
+    second.save()
+    third = tracking.AppendingCSVLogger(save_dir=str(tmp_path), name="logs", version="")
+    third.log_metrics({"eval/reward_gain": 0.3}, step=0)
+    third.save()
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["train/loss"] for r in rows] == ["2.0", "1.5", "1.2", ""]
+    assert [r["step"] for r in rows] == ["0", "1", "2", "0"] and rows[-1]["eval/reward_gain"] == "0.3"
     tracking.log_adapter(None, tmp_path)
     tracking.finish(None)
 

@@ -12,7 +12,8 @@ Features and guarantees:
   folder), typed by stage (``job_type``) and named by their overrides, so the W&B UI compares ablations.
 - The ``log_*`` functions take any Lightning logger or None: W&B gets metrics, tables (chains, per-step
   sampling, evaluation generations) and artifacts (sample store, LoRA adapter); CSV gets the scalar
-  metrics; None and ranks other than 0 do nothing.
+  metrics (appended across resumes and re-evaluations: :class:`AppendingCSVLogger`); None and ranks
+  other than 0 do nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _CSVWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -36,6 +39,31 @@ from dsc.errors import DscError
 
 MODES = ("offline", "online", "disabled")
 _NOT_IN_NAMES = {"sweep", "samples_root", "run_dir", "threads", "logger", "hydra", "resume"}  # noise in run names
+
+
+class AppendingCSVLogger(_LightningCSVLogger):
+    """Lightning's CSVLogger deletes an existing ``metrics.csv`` when it starts, so a resumed fit or a
+    ``stage=evaluate`` rerun in the same run_dir would erase the curves of the run it continues. This one
+    appends to it. After a resumed fit the steps between the last checkpoint and the kill appear twice;
+    the later row is the one the finished run computed."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _CSVWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingCSVWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AppendingCSVWriter(_CSVWriter):
+    def _check_log_dir_exists(self) -> None:
+        """Adopt the existing file's header (its column order) instead of deleting the file."""
+        if self._fs.isfile(self.metrics_file_path):
+            import csv
+
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = next(csv.reader(handle), [])
 
 
 def check_mode(mode: Any) -> str:
