@@ -113,3 +113,19 @@ def test_full_finetuning_is_refused_where_evaluation_needs_the_base(make_config,
     with pytest.raises(DscError, match=r"distill.module.lora=null .* use stage=distill"):
         validate(cfg)
     validate(make_config(["distill.module.lora=null", "stage=distill", f"run_dir={tmp_path}"]))
+
+
+def test_re_evaluating_a_moved_run_writes_under_its_new_folder(make_config, tmp_path):
+    """stage=evaluate on a copied run: the saved config's absolute paths (logger, checkpoints) follow it."""
+    from omegaconf import OmegaConf
+
+    from dsc.app import rebased
+
+    old = tmp_path / "old_run"
+    saved = OmegaConf.create(OmegaConf.to_container(make_config([f"run_dir={old}"]), resolve=True))
+    assert saved.logger.save_dir == str(old)
+    moved = rebased(saved, tmp_path / "copy")
+    assert moved.logger.save_dir == str(tmp_path / "copy")
+    assert moved.trainer.callbacks[0].dirpath == str(tmp_path / "copy" / "checkpoints")
+    assert moved.samples_root == saved.samples_root  # paths outside the run are left alone
+    assert rebased(saved, old) is saved

@@ -28,8 +28,27 @@ def _evaluate_existing(cfg: DictConfig) -> DictConfig:
         raise DscError(f"run_dir={run_dir} has no config.yaml; point run_dir at a folder made by python -m dsc")
     if not any(run_dir.glob("samples.jsonl")) and not (run_dir / "adapter").exists():
         raise DscError(f"run_dir={run_dir} has no samples and no adapter; run python -m dsc stage=all there first")
-    merged = OmegaConf.merge(saved, {"stage": "evaluate", "eval": cfg.eval, "run_dir": str(run_dir)})
+    merged = OmegaConf.merge(rebased(saved, run_dir), {"stage": "evaluate", "eval": cfg.eval, "run_dir": str(run_dir)})
     return merged
+
+
+def rebased(saved: DictConfig, run_dir: Path) -> DictConfig:
+    """A saved config holds absolute paths under the run's folder at the time (logger, checkpoints); a
+    run that was moved or copied since must log and write under its new folder, not the old one."""
+    old = str(saved.get("run_dir") or "")
+    if not old or old == str(run_dir):
+        return saved
+
+    def move(value):
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, str) and (value == old or value.startswith(old.rstrip("/") + "/")):
+            return str(run_dir) + value[len(old.rstrip("/")):]
+        return value
+
+    return OmegaConf.create(move(OmegaConf.to_container(saved)))
 
 
 def run(cfg: DictConfig) -> dict:
