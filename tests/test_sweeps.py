@@ -248,7 +248,7 @@ def test_report_on_a_hand_made_multirun_keeps_failed_jobs_and_varying_keys_only(
     assert rows[2]["sampling/acceptance_rate"] == "0.375"
     md = (tmp_path / "report.md").read_text()
     assert "shared overrides: debug=tiny, sweep=beta" in md and "No results.json (failed or not evaluated): jobs 2" in md
-    assert "| 1 | 1.0 | +0.500 [+0.400, +0.600] | 0.50→0.50 | 38% | -0.100→+0.200 |" in md
+    assert "| 1 | 1.0 | — | vader / — | +0.500 [+0.400, +0.600] | — | — | — | 0.50→0.50 | — | 38% | -0.100→+0.200 |" in md
     assert (tmp_path / "reward_gain.png").stat().st_size > 10_000
 
 

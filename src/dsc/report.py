@@ -5,8 +5,10 @@ Reads every job folder of a Hydra multirun (``.hydra/overrides.yaml``, ``results
 - ``report.csv``: one row per job; the overrides that vary across jobs, then every paired difference
   (distilled−base, chain−base, …) per scorer with its 95 % bootstrap CI, success rates per arm and the
   sampling summary (acceptance rate per chain step, reward of x₀ and of the final state);
-- ``report.md``: the same rows, compact (mean [CI]), plus the overrides shared by all jobs;
-- ``reward_gain.png``: distilled − base reward per setting with CI error bars, one panel per scorer;
+- ``report.md``: compact rows (mean [CI]) with columns by scorer *role* — the reward the job trained on
+  and the independent scorer — so a sweep across tasks (each with its own scorers) reads as one table;
+  plus the test-prompt count n and the overrides shared by all jobs;
+- ``reward_gain.png``: distilled − base reward per setting with CI error bars, one panel per role;
 - ``acceptance_per_step.png``: acceptance rate per chain step, one line per job.
 Jobs without ``results.json`` (failed, or stage=sample) keep their row with the metrics left empty.
 When the jobs logged to W&B (``wandb_run.json``), the table and plots go to a ``report`` run of the same
@@ -98,16 +100,6 @@ def job_metrics(job: Job) -> dict[str, float]:
     return out
 
 
-def scorers(jobs: list[Job]) -> list[str]:
-    """Scorers in results order, the training reward first."""
-    names: dict[str, bool] = {}
-    for j in jobs:
-        if j.results:
-            names.setdefault(j.results["trained_on"], True)
-            names.update({s: True for s in j.results.get("scorers", {}) if s not in names})
-    return list(names)
-
-
 def write_csv(jobs: list[Job], keys: list[str], path: Path) -> None:
     metric_names = list(dict.fromkeys(m for j in jobs for m in j.metrics))
     with open(path, "w", newline="") as handle:
@@ -118,31 +110,55 @@ def write_csv(jobs: list[Job], keys: list[str], path: Path) -> None:
                              *(repr(j.metrics[m]) if m in j.metrics else "" for m in metric_names)])
 
 
+ROLES = ("trained", "independent")
+"""Columns and panels are by the scorer's role, so one table reads across tasks (each task has its own
+scorers): the reward the run trained on, and the first scorer it did not train on."""
+
+
+def role_scorer(job: Job, role: str) -> str | None:
+    results = job.results or {}
+    if role == "trained":
+        return results.get("trained_on")
+    return next((s for s, info in results.get("scorers", {}).items() if info.get("independent")), None)
+
+
+def _role_names(jobs: list[Job], role: str) -> str:
+    return "/".join(dict.fromkeys(s for j in jobs if (s := role_scorer(j, role))))
+
+
 def _ci(m: dict[str, float], prefix: str) -> str:
     if f"{prefix}/mean" not in m:
         return "—"
     return f"{m[f'{prefix}/mean']:+.3f} [{m[f'{prefix}/ci_low']:+.3f}, {m[f'{prefix}/ci_high']:+.3f}]"
 
 
+def _success(m: dict[str, float], scorer: str | None, arms=("base", "distilled", "chain")) -> str:
+    values = [f"{m[f'success/{scorer}/{a}']:.2f}" for a in arms if f"success/{scorer}/{a}" in m]
+    return "→".join(values) if len(values) >= 2 else "—"
+
+
 def markdown(jobs: list[Job], keys: list[str], root: Path) -> str:
-    names = scorers(jobs)
-    trained = next((j.results["trained_on"] for j in jobs if j.results), None)
-    header = ["job", *keys, *(f"distilled−base {s}{' (trained)' if s == trained else ''}" for s in names),
-              *(f"success {s} base→distilled" for s in names), "acceptance", "reward x₀→final"]
+    header = ["job", *keys, "n test", "scorers (trained / independent)",
+              *(f"{c}, {r}" for c in ("distilled−base", "chain−base") for r in ROLES),
+              *(f"success base→distilled→chain, {r}" for r in ROLES), "acceptance", "reward x₀→final"]
     lines = [f"# Sweep report: {root}", ""]
     shared = sorted({f"{k}={v}" for j in jobs for k, v in j.overrides.items() if k not in keys})
     lines += [f"{len(jobs)} jobs; shared overrides: {', '.join(shared) or 'none'}. "
-              "Differences are paired over test prompts, mean [95 % bootstrap CI].", ""]
+              "Differences are paired over the n test prompts, mean [95 % bootstrap CI]; "
+              f"trained scorer(s): {_role_names(jobs, 'trained') or '—'}; "
+              f"independent scorer(s): {_role_names(jobs, 'independent') or '—'}.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for j in jobs:
         m = j.metrics
-        success = [f"{m[f'success/{s}/base']:.2f}→{m[f'success/{s}/distilled']:.2f}"
-                   if f"success/{s}/distilled" in m else "—" for s in names]
+        names = {r: role_scorer(j, r) for r in ROLES}
         accept = f"{m['sampling/acceptance_rate']:.0%}" if "sampling/acceptance_rate" in m else "—"
         reward = (f"{m['sampling/reward_x0']:+.3f}→{m['sampling/reward_final']:+.3f}"
                   if "sampling/reward_final" in m else "—")
-        row = [j.name, *(j.overrides.get(k, "") for k in keys), *(_ci(m, f"distilled-base/{s}") for s in names),
-               *success, accept, reward]
+        n = str((j.results or {}).get("n_prompts", "—"))
+        row = [j.name, *(j.overrides.get(k, "") for k in keys), n,
+               " / ".join(names[r] or "—" for r in ROLES) if j.results else "—",
+               *(_ci(m, f"{c}/{names[r]}") for c in ("distilled-base", "chain-base") for r in ROLES),
+               *(_success(m, names[r]) for r in ROLES), accept, reward]
         lines.append("| " + " | ".join(row) + " |")
     missing = [j.name for j in jobs if j.results is None]
     if missing:
@@ -156,34 +172,33 @@ def _label(job: Job, keys: list[str]) -> str:
 
 
 def plot_reward_gain(jobs: list[Job], keys: list[str], path: Path) -> None:
-    """Panels = scorers; x = settings of all varying keys but the last; colour = the last key's value."""
+    """Panels = scorer roles (trained, independent); x = settings of all varying keys but the last;
+    colour = the last key's value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = scorers(jobs) or ["reward"]
     hue = keys[-1] if len(keys) >= 2 else None
     x_keys = keys[:-1] if hue else keys
     groups = list(dict.fromkeys(_label(j, x_keys) for j in jobs))
     hues = list(dict.fromkeys(j.overrides.get(hue, "") for j in jobs)) if hue else [None]
-    fig, axes = plt.subplots(1, len(names), figsize=(max(5.0, 1.2 * len(groups) + 3) * len(names) / 1.4, 4.2),
+    fig, axes = plt.subplots(1, len(ROLES), figsize=(max(5.0, 1.2 * len(groups) + 3) * len(ROLES) / 1.4, 4.2),
                              dpi=120, squeeze=False)
-    trained = next((j.results["trained_on"] for j in jobs if j.results), None)
-    for ax, scorer in zip(axes[0], names):
+    for ax, role in zip(axes[0], ROLES):
         for h_index, h in enumerate(hues):
             xs, ys, lo, hi = [], [], [], []
             for j in jobs:
                 if hue and j.overrides.get(hue, "") != h:
                     continue
-                m = j.metrics
-                if f"distilled-base/{scorer}/mean" not in m:
+                m, prefix = j.metrics, f"distilled-base/{role_scorer(j, role)}"
+                if f"{prefix}/mean" not in m:
                     continue
                 offset = (h_index - (len(hues) - 1) / 2) * 0.12
                 xs.append(groups.index(_label(j, x_keys)) + offset)
-                ys.append(m[f"distilled-base/{scorer}/mean"])
-                lo.append(ys[-1] - m[f"distilled-base/{scorer}/ci_low"])
-                hi.append(m[f"distilled-base/{scorer}/ci_high"] - ys[-1])
+                ys.append(m[f"{prefix}/mean"])
+                lo.append(ys[-1] - m[f"{prefix}/ci_low"])
+                hi.append(m[f"{prefix}/ci_high"] - ys[-1])
             if xs:
                 ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=4, markersize=6,
                             label=f"{hue}={h}" if hue else "mean, 95 % CI")
@@ -192,8 +207,9 @@ def plot_reward_gain(jobs: list[Job], keys: list[str], path: Path) -> None:
         ax.set_xticks(range(len(groups)), ticks, fontsize=9)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_xlabel(", ".join(x_keys) if x_keys else "job")
-        ax.set_ylabel(f"distilled − base reward ({scorer})")
-        ax.set_title(f"{scorer}{' (training reward)' if scorer == trained else ' (independent)'}", fontsize=10)
+        ax.set_ylabel("distilled − base reward")
+        names = _role_names(jobs, role).replace("/", ", ") or "none"
+        ax.set_title(f"{'training reward' if role == 'trained' else 'independent scorer'}\n{names}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
