@@ -280,6 +280,8 @@ def test_distillation_resumes_after_sigkill(tmp_path):
         assert process.wait() == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
     assert not (run / "train_metrics.json").exists(), "killed before training finished"
 
+    log = run / "logs" / "metrics.csv"
+    flushed = _train_steps(log)  # what the killed run had written of its curves
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)  # plain tensors and primitives only
     killed_at = checkpoint["global_step"]
     assert 2 <= killed_at < 6
@@ -297,11 +299,18 @@ def test_distillation_resumes_after_sigkill(tmp_path):
     steps_after = [int(m) for m in re.findall(r"epoch=\d+-step=(\d+)\.ckpt", " ".join(p.name for p in (run / "checkpoints").iterdir()))]
     assert max(steps_after) == 6
     assert (run / "adapter" / "adapter_model.safetensors").exists()
-    with open(run / "logs" / "metrics.csv") as handle:  # appended: rows the killed run flushed, then the rerun's
-        logged = [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss")]
-    restarts = [i for i in range(1, len(logged)) if logged[i] <= logged[i - 1]]
-    rerun = logged[restarts[-1]:] if restarts else logged
+    logged = _train_steps(log)
+    assert logged[:len(flushed)] == flushed, "the rerun appends to the killed run's curves, never erases them"
+    rerun = logged[len(flushed):]
     assert rerun and min(rerun) >= killed_at, f"the rerun trained from step {min(rerun)}, not from {killed_at}: {logged}"
+    assert sorted(set(logged)) == list(range(6)), f"every step's loss is on record: {logged}"
+
+
+def _train_steps(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss")]
 
 
 # -- security basics ------------------------------------------------------------------------------------
