@@ -233,6 +233,33 @@ def test_sequence_logprobs_ignore_prompt_and_padding():
     assert module.sequence_logprobs(input_ids, attention, loss_mask).item() > value.item() + 1.0
 
 
+def test_lora_init_follows_the_run_seed_and_leaves_the_global_rng_alone():
+    """Same seed → the same adapter init (so a rerun trains the same adapter); another seed → another."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    base = LlamaForCausalLM(config)
+    lora = {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}
+
+    def adapter_init(seed: int, before: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(before)  # the global RNG's state (whatever ran before) must not matter
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(base.state_dict())
+        module = DistillModule(model, None, ForwardKL(), optimizer=None, lora=lora, seed=seed)
+        return {k: v.clone() for k, v in module.model.state_dict().items() if "lora_A" in k}
+
+    first, again, other = adapter_init(3, before=1), adapter_init(3, before=2), adapter_init(4, before=1)
+    assert first and all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+    model = LlamaForCausalLM(config)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    DistillModule(model, None, ForwardKL(), optimizer=None, lora=lora, seed=3)
+    assert torch.equal(torch.rand(3), expected), "wrapping must not move the global RNG"
+
+
 # ── the real model: a 10-step LoRA fit ─────────────────────────────────────────────────────────
 TRAIN = [
     Example("p0", "What is the secret word?", "The secret word is pineapple.", 1.0),

@@ -41,7 +41,11 @@ class DistillModule(L.LightningModule):
         from peft import LoraConfig, PeftModel, get_peft_model
 
         if self.lora is not None and not isinstance(self.model, PeftModel):
-            self.model = get_peft_model(self.model, LoraConfig(task_type="CAUSAL_LM", **self.lora))
+            # LoRA's A matrices are drawn from the global RNG: seed it from the run's seed (same seed, same
+            # adapter init, on every rank) and leave the global state as it was.
+            with torch.random.fork_rng():
+                torch.manual_seed(derive_seed(self.seed, "lora_init"))
+                self.model = get_peft_model(self.model, LoraConfig(task_type="CAUSAL_LM", **self.lora))
         if self.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.model.enable_input_require_grads()
