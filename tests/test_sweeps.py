@@ -240,6 +240,11 @@ def test_report_on_a_hand_made_multirun_keeps_failed_jobs_and_varying_keys_only(
                 "task": "sentiment", "trained_on": "vader", "scorers": {"vader": {"independent": False}},
                 "arms": {a: {"success/vader": stat(0.5)} for a in ("base", "distilled")},
                 "differences": {"distilled-base": {"vader": stat(0.25 * (num + 1))}}}))
+            distilled = [[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]][num]  # per test prompt; the base rows must be ignored
+            (job / "eval").mkdir()
+            (job / "eval" / "generations.jsonl").write_text("".join(
+                json.dumps({"prompt_id": f"t{i}", "arm": arm, "response": "…", "reward/vader": value if arm == "distilled" else 9.0}) + "\n"
+                for i, value in enumerate(distilled) for arm in ("base", "distilled")))
     report = make_report(tmp_path, use_wandb=False)
     assert report["keys"] == ["beta"]
     rows = list(csv.DictReader(open(tmp_path / "report.csv")))
@@ -249,6 +254,7 @@ def test_report_on_a_hand_made_multirun_keeps_failed_jobs_and_varying_keys_only(
     md = (tmp_path / "report.md").read_text()
     assert "shared overrides: debug=tiny, sweep=beta" in md and "No results.json (failed or not evaluated): jobs 2" in md
     assert "| 1 | 1.0 | — | vader / — | +0.500 [+0.400, +0.600] | — | — | — | 0.50→0.50 | — | 38% | -0.100→+0.200 |" in md
+    assert "| all | beta=0.1 − beta=1.0 | 3 | vader +1.667 [" in md  # paired: (1 + 2 + 2) / 3
     assert (tmp_path / "reward_gain.png").stat().st_size > 10_000
 
 

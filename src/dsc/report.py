@@ -7,7 +7,9 @@ Reads every job folder of a Hydra multirun (``.hydra/overrides.yaml``, ``results
   sampling summary (acceptance rate per chain step, reward of x₀ and of the final state);
 - ``report.md``: compact rows (mean [CI]) with columns by scorer *role* — the reward the job trained on
   and the independent scorer — so a sweep across tasks (each with its own scorers) reads as one table;
-  plus the test-prompt count n and the overrides shared by all jobs;
+  plus the test-prompt count n and the overrides shared by all jobs, and the sweep's ablation itself:
+  the last varying key's first value against each other value, distilled vs distilled, paired over
+  the same test prompts;
 - ``reward_gain.png``: distilled − base reward per setting with CI error bars, one panel per role;
 - ``acceptance_per_step.png``: acceptance rate per chain step, one line per job.
 Jobs without ``results.json`` (failed, or stage=sample) keep their row with the metrics left empty.
@@ -160,11 +162,59 @@ def markdown(jobs: list[Job], keys: list[str], root: Path) -> str:
                *(_ci(m, f"{c}/{names[r]}") for c in ("distilled-base", "chain-base") for r in ROLES),
                *(_success(m, names[r]) for r in ROLES), accept, reward]
         lines.append("| " + " | ".join(row) + " |")
+    lines += between_settings(jobs, keys)
     missing = [j.name for j in jobs if j.results is None]
     if missing:
         lines += ["", f"No results.json (failed or not evaluated): jobs {', '.join(missing)}."]
     lines += ["", "![reward gain](reward_gain.png)", "", "![acceptance per step](acceptance_per_step.png)", ""]
     return "\n".join(lines)
+
+
+def _distilled_rewards(job: Job) -> dict[str, dict[str, float]]:
+    """prompt id → {scorer: reward} of the distilled arm, from the job's eval/generations.jsonl."""
+    path = job.folder / "eval" / "generations.jsonl"
+    if not path.exists():
+        return {}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {r["prompt_id"]: {k[len("reward/"):]: v for k, v in r.items() if k.startswith("reward/")}
+            for r in rows if r.get("arm") == "distilled"}
+
+
+def between_settings(jobs: list[Job], keys: list[str]) -> list[str]:
+    """The ablation the sweep exists for: the last varying key's first value against each other value,
+    distilled arm vs distilled arm, paired over the test prompts both jobs evaluated (same prompts, same
+    seeds), per scorer. Each job's own CIs cannot answer this: their intervals overlap even when the
+    paired difference is clear, and vice versa."""
+    from dsc.evaluation.metrics import paired_bootstrap
+
+    if not keys:
+        return []
+    hue, rest = keys[-1], keys[:-1]
+    rows = []
+    groups: dict[tuple, list[Job]] = {}
+    for j in jobs:
+        if j.results:
+            groups.setdefault(tuple(j.overrides.get(k, "") for k in rest), []).append(j)
+    for group, members in groups.items():
+        reference = _distilled_rewards(members[0])
+        for other in members[1:]:
+            theirs = _distilled_rewards(other)
+            ids = sorted(set(reference) & set(theirs))
+            names = [s for s in (role_scorer(members[0], r) for r in ROLES) if s and ids and s in reference[ids[0]]]
+            if not names:
+                continue
+            cells = []
+            for name in names:
+                d = paired_bootstrap([reference[i][name] for i in ids], [theirs[i][name] for i in ids])
+                cells.append(f"{name} {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+            where = ", ".join(f"{k}={v}" for k, v in zip(rest, group))
+            rows.append(f"| {where or 'all'} | {hue}={members[0].overrides.get(hue)} − {hue}={other.overrides.get(hue)} "
+                        f"| {len(ids)} | {' ; '.join(cells)} |")
+    if not rows:
+        return []
+    return ["", f"Between settings of `{hue}` (distilled arm − distilled arm, paired over the same test prompts; "
+            "trained scorer, then independent):", "",
+            "| setting | difference | n | mean [95 % CI] |", "|---|---|---|---|", *rows]
 
 
 def _label(job: Job, keys: list[str]) -> str:
