@@ -48,6 +48,7 @@ def sweep_jobs(tmp_path):
 
 def test_the_four_sweeps_exist_and_are_headed_with_their_command():
     assert {"acceptance", "divergences", "beta", "chain_length"} <= set(SWEEPS)
+    assert set(WANDB_SWEEPS) == set(SWEEPS), "each Hydra sweep has its W&B sweep file (sweeps/wandb/)"
     for name in SWEEPS:
         lines = (sweeps_dir() / f"{name}.yaml").read_text().splitlines()
         assert lines[0] == "# @package _global_"
