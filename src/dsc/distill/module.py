@@ -42,8 +42,10 @@ class DistillModule(L.LightningModule):
 
         if self.lora is not None and not isinstance(self.model, PeftModel):
             # LoRA's A matrices are drawn from the global RNG: seed it from the run's seed (same seed, same
-            # adapter init, on every rank) and leave the global state as it was.
-            with torch.random.fork_rng():
+            # adapter init, on every rank) and leave the global state as it was. Only this rank's GPU is
+            # forked (fork_rng's default walks every visible device, and warns about it under DDP).
+            device = next(self.model.parameters()).device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(derive_seed(self.seed, "lora_init"))
                 self.model = get_peft_model(self.model, LoraConfig(task_type="CAUSAL_LM", **self.lora))
         if self.gradient_checkpointing:
