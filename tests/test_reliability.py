@@ -303,7 +303,7 @@ def test_distillation_resumes_after_sigkill(tmp_path):
     assert logged[:len(flushed)] == flushed, "the rerun appends to the killed run's curves, never erases them"
     rerun = logged[len(flushed):]
     assert rerun and min(rerun) >= killed_at, f"the rerun trained from step {min(rerun)}, not from {killed_at}: {logged}"
-    assert sorted(set(logged)) == list(range(6)), f"every step's loss is on record: {logged}"
+    assert set(range(killed_at, 6)) <= set(rerun), f"every step after the checkpoint is on record: {logged}"
 
 
 def _train_steps(path: Path) -> list[int]:

@@ -185,7 +185,9 @@ def test_tiny_multirun_report_has_one_row_per_job_with_its_results(tiny_multirun
         assert float(row["sampling/acceptance_rate/step_1"]) == sampling["acceptance_rate_per_step"]["1"]
         assert float(row["sampling/reward_final"]) == sampling["mean_reward_final"]
     md = (sweep / "report.md").read_text()
-    assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 4  # header + one line per job
+    table, between = md.split("Between settings of `divergence`")
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 4  # header + one line per job
+    assert sum(line.startswith("| acceptance=") for line in between.splitlines()) == 2  # one pair per acceptance rule
     assert "shared overrides:" in md and "debug=tiny" in md
     for png in ("reward_gain.png", "acceptance_per_step.png"):
         assert (sweep / png).stat().st_size > 10_000
