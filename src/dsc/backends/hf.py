@@ -36,11 +36,19 @@ def perturb(scores: torch.Tensor, params: SamplingParams, generators: Sequence[t
         drop_sorted = cumulative - sorted_logits.softmax(-1) >= params.top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    noise = torch.stack([
+    return logits + _gumbel(_uniform_noise(logits, generators))
+
+
+def _uniform_noise(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One U(0,1] row per generator, over the vocabulary: each chat's draws come from its own stream."""
+    return torch.stack([
         torch.rand(logits.shape[-1], generator=gen, device=logits.device, dtype=torch.float32)
         for gen in generators
     ]).clamp_(min=1e-20)
-    return logits - torch.log(-torch.log(noise))
+
+
+def _gumbel(u: torch.Tensor) -> torch.Tensor:
+    return -torch.log(-torch.log(u))
 
 
 def choose(scores: torch.Tensor, params: SamplingParams, generators: Sequence[torch.Generator]) -> torch.Tensor:
@@ -52,20 +60,22 @@ def choose(scores: torch.Tensor, params: SamplingParams, generators: Sequence[to
     if params.temperature <= 0 or params.top_p < 1.0:
         return perturb(scores, params, generators).argmax(-1)
     logits = scores.float() / params.temperature
-    noise = torch.stack([
-        torch.rand(logits.shape[-1], generator=gen, device=logits.device, dtype=torch.float32)
-        for gen in generators
-    ]).clamp_(min=1e-20)
-    gumbel = lambda u: -torch.log(-torch.log(u))  # noqa: E731  (perturb's transform, elementwise)
+    noise = _uniform_noise(logits, generators)
     best = logits.argmax(-1, keepdim=True)
-    floor = logits.gather(-1, best) + gumbel(noise.gather(-1, best))  # a score some token reaches
-    ceiling = gumbel(noise.amax(-1, keepdim=True))  # no token's noise exceeds this
+    floor = logits.gather(-1, best) + _gumbel(noise.gather(-1, best))  # a score some token reaches
+    ceiling = _gumbel(noise.amax(-1, keepdim=True))  # no token's noise exceeds this
     rows, cols = (logits >= floor - ceiling - 1e-3).nonzero(as_tuple=True)
-    values = logits[rows, cols] - torch.log(-torch.log(noise[rows, cols]))
+    values = logits[rows, cols] + _gumbel(noise[rows, cols])
     top = torch.full((logits.shape[0],), float("-inf"), device=logits.device).scatter_reduce(0, rows, values, "amax")
     winner = values == top[rows]
     chosen = torch.full((logits.shape[0],), logits.shape[-1], dtype=torch.long, device=logits.device)
     return chosen.scatter_reduce(0, rows[winner], cols[winner], "amin")  # ties: the lowest id, as argmax
+
+
+def decoded(tokenizer, tokens: Sequence[int], prompt_tokens: int, finished: bool) -> Generation:
+    """A Generation from its completion ids (the end-of-turn token, if any, included and counted)."""
+    return Generation(text=tokenizer.decode(tokens, skip_special_tokens=True).strip(), prompt_tokens=prompt_tokens,
+                      completion_tokens=len(tokens), finished=finished)
 
 
 class PerRowGumbelSampler(LogitsProcessor):
@@ -136,12 +146,15 @@ class HFBackend:
         for row, tokens in zip(rows, new):
             finished = eos in tokens
             length = tokens.index(eos) + 1 if finished else len(tokens)
-            text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True).strip()
-            results.append(Generation(text=text, prompt_tokens=len(row), completion_tokens=length, finished=finished))
+            results.append(decoded(self.tokenizer, tokens[:length], len(row), finished))
+        self.count_call(results, started)
+        return results
+
+    def count_call(self, results: Sequence[Generation], started: float) -> None:
+        """One generate call's share of the counters (the KV fast path reports through here too)."""
         self.generate_calls += 1
         self.generated_tokens += sum(r.completion_tokens for r in results)
         self.generate_seconds += time.perf_counter() - started
-        return results
 
     @torch.inference_mode()
     def logprob(self, chats: Sequence[Chat], completions: Sequence[str], temperature: float = 1.0) -> list[float]:

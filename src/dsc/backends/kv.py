@@ -117,32 +117,23 @@ class KVSession:
         return next(self.model.parameters()).dtype
 
     # ── public ──────────────────────────────────────────────────────────────────────────────────
-    @torch.inference_mode()
-    def run(self, requests: Sequence[Request], max_new_tokens: int, params, seeds: Sequence[int],
-            keep_prompt: bool = False, keep_answer: bool = False) -> list[Continuation]:
-        """Continue every request and generate up to ``max_new_tokens`` (0: prefill only)."""
-        bases, blocks = self._resolve(requests)
-        return self._generate(bases, blocks, max_new_tokens, params, seeds, keep_prompt, keep_answer)
-
     def forget(self) -> None:
         """Drop the shared prefixes (the next call computes them again)."""
         self._prefixes.clear()
 
+    @torch.inference_mode()
     def generate(self, requests: Sequence[Request], params, seeds: Sequence[int], keep_prompt: bool = False,
                  keep_answer: bool = False):
-        """``run`` with ``params.max_new_tokens``; returns (Generation records as ``generate`` makes them,
-        continuations). Counts one generate call on the backend."""
-        from dsc.backends.base import Generation
+        """Continue every request and generate up to ``params.max_new_tokens``; returns (Generation records
+        as ``HFBackend.generate`` makes them, continuations). Counts one generate call on the backend."""
+        from dsc.backends.hf import decoded
 
         started = time.perf_counter()
-        outs = self.run(requests, params.max_new_tokens, params, seeds, keep_prompt, keep_answer)
-        gens = [Generation(text=self.tokenizer.decode(o.tokens, skip_special_tokens=True).strip(),
-                           prompt_tokens=o.prompt_tokens, completion_tokens=len(o.tokens), finished=o.finished)
-                for o in outs]
+        bases, blocks = self._resolve(requests)
+        outs = self._generate(bases, blocks, params.max_new_tokens, params, seeds, keep_prompt, keep_answer)
+        gens = [decoded(self.tokenizer, o.tokens, o.prompt_tokens, o.finished) for o in outs]
         if self.backend is not None:
-            self.backend.generate_calls += 1
-            self.backend.generated_tokens += sum(g.completion_tokens for g in gens)
-            self.backend.generate_seconds += time.perf_counter() - started
+            self.backend.count_call(gens, started)
         return gens, outs
 
     # ── prefix sharing ──────────────────────────────────────────────────────────────────────────
@@ -198,7 +189,7 @@ class KVSession:
                 start = context + width_q - len(blocks[r])
                 kv = torch.cat([slab[:, :, r, :, context - lengths[r]:context],
                                 slab[:, :, r, :, start:context + width_q - 1]], dim=3)
-                outs[r].prompt_context = KVContext(kv.clone(), (blocks[r][-1],))
+                outs[r].prompt_context = KVContext(kv, (blocks[r][-1],))  # cat made a copy: no view of the slab
         if max_new == 0:
             return outs
         self._decode(slab, valid, logits, [lengths[r] + len(blocks[r]) for r in range(rows)], context + width_q,
@@ -257,7 +248,7 @@ class KVSession:
         columns = valid[slot, :column].nonzero().squeeze(-1)
         fed = column - first_column if not out.finished else len(out.tokens) - 1
         pending = () if out.finished else tuple(out.tokens[fed:])
-        out.answer_context = KVContext(slab[:, :, slot].index_select(3, columns).clone(), pending)
+        out.answer_context = KVContext(slab[:, :, slot].index_select(3, columns), pending)  # index_select copies
 
     def _forward(self, slab, valid, ids, pos, column):
         """One forward of ``ids`` written at columns [column, column + q); returns last-position logits."""
@@ -289,8 +280,8 @@ def follow_up_ids(tokenizer, role: str, text: str) -> list[int]:
     from dsc.chat import extend, prompt_ids, user_chat
 
     suffixes = []
+    base = prompt_ids(tokenizer, user_chat("Question?"))
     for probe in ("Hello there.", "Another probe answer"):
-        base = prompt_ids(tokenizer, user_chat("Question?"))
         answer = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
         full = prompt_ids(tokenizer, extend(user_chat("Question?"), ("assistant", probe), (role, text)))
         if full[:len(base) + len(answer)] != base + answer:
