@@ -230,13 +230,14 @@ class ChainSampler:
             u = uniform(self._seed(chain, step, "accept"))
             accepted = bool(u < alpha)
             before, r_before = chain.state, chain.reward
-            if accepted:  # a new state starts a new context
+            if accepted:
                 chain.state, chain.reward = x_new.text, r_new
-                chain.ids, chain.context, chain.answer = revision_ids[i], None, None
-            else:  # same state, same critique chat: keep its keys/values
-                chain.context, chain.answer = prompt_contexts[i], None
-            if not self.kv_across_steps:
-                chain.ids = chain.context = chain.answer = None
+            if self.kv_across_steps:  # keys/values carried into the next step (else they stay None)
+                if accepted:  # a new state starts a new context
+                    chain.ids, chain.context = revision_ids[i], None
+                else:  # same state, same critique chat: keep its keys/values
+                    chain.context = prompt_contexts[i]
+                chain.answer = None
             chain.step = step
             records.append(ChainStep(
                 prompt_id=chain.prompt.id, chain_id=chain.chain_id, step=step, prompt=chain.prompt.text,
