@@ -397,6 +397,29 @@ def test_saved_adapter_reloads_to_same_logits(trained, tmp_path):
     assert (probe_logits(reloaded, tokenizer) - trained.logits).abs().max().item() < 1e-5
 
 
+def test_stage_evaluate_puts_the_adapter_on_the_student_never_on_a_transfer_teacher(trained, tmp_path):
+    """stage=evaluate rebuilds the student from ``model`` + the run's adapter; under transfer the sampler's
+    backend is the teacher and stays the chain arm's model, untouched (it once got the student's LoRA)."""
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+    from peft import PeftModel
+
+    from dsc.backends.hf import HFBackend
+    from dsc.distillation import evaluation_backend
+
+    trained.module.model.save_pretrained(tmp_path / "adapter")
+    sampler_backend = HFBackend(model=FP32)
+    transfer = OmegaConf.create({"teacher": {"name": "teacher"}, "model": asdict(FP32)})
+    student, chain = evaluation_backend(transfer, sampler_backend, run_dir=tmp_path)
+    assert chain is sampler_backend and student is not sampler_backend
+    assert not isinstance(sampler_backend.model, PeftModel) and isinstance(student.model, PeftModel)
+    assert (probe_logits(student.model, student.tokenizer) - trained.logits).abs().max().item() < 1e-5
+
+    own, chain = evaluation_backend(OmegaConf.create({"model": asdict(FP32)}), sampler_backend, run_dir=tmp_path)
+    assert own is sampler_backend and chain is None and isinstance(own.model, PeftModel)
+
+
 def test_export_writes_a_plain_hf_model_with_the_same_logits(trained, tmp_path):
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer

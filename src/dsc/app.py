@@ -84,12 +84,9 @@ def run(cfg: DictConfig) -> dict:
         tracking.log_adapter(logger, run_dir)
     tracking.log_sampling(logger, run_dir, results.get("sampling"))
     if cfg.stage == "evaluate":
-        from dsc.backends.hf import HFBackend
-        from dsc.distillation import load_adapter
+        from dsc.distillation import evaluation_backend
 
-        if not isinstance(backend, HFBackend):
-            backend = HFBackend(model=OmegaConf.to_container(cfg.model, resolve=True))
-        load_adapter(backend, run_dir)
+        backend, chain_backend = evaluation_backend(cfg, backend, run_dir=run_dir)
     if cfg.stage in ("evaluate", "all"):
         from dsc.evaluation.evaluate import run_evaluation
 

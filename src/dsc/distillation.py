@@ -106,17 +106,23 @@ def student(cfg: DictConfig, backend):
     return model, tokenizer
 
 
-def evaluation_backend(cfg: DictConfig, backend, module):
+def evaluation_backend(cfg: DictConfig, backend, module=None, run_dir: Path | None = None):
     """(backend generating with the trained student — adapters on, off inside ``adapters_off`` —,
-    backend whose chain is the ``chain`` arm: the teacher under transfer, else the student's base)."""
+    backend whose chain is the ``chain`` arm: the teacher under transfer, else None = the student's base).
+    The student is the trained ``module`` (stage=all) or its base model plus ``run_dir``'s adapter
+    (stage=evaluate). Under transfer the sampler's ``backend`` is the teacher, never the student."""
     from dsc.backends.hf import HFBackend
 
-    if cfg.get("teacher") is None and isinstance(backend, HFBackend):
+    transfer = cfg.get("teacher") is not None
+    holds_student = not transfer and isinstance(backend, HFBackend)
+    teacher = backend if transfer and isinstance(backend, HFBackend) else None
+    if module is None:
+        student_backend = backend if holds_student else HFBackend(model=OmegaConf.to_container(cfg.model, resolve=True))
+        return load_adapter(student_backend, run_dir), teacher
+    if holds_student:
         backend.model = module.model
         return backend, None
-    student_backend = HFBackend(model=None, loaded=(module.model.eval(), module.tokenizer, f"student:{cfg.model.name}"))
-    teacher = backend if cfg.get("teacher") is not None and isinstance(backend, HFBackend) else None
-    return student_backend, teacher
+    return HFBackend(model=None, loaded=(module.model.eval(), module.tokenizer, f"student:{cfg.model.name}")), teacher
 
 
 def load_adapter(backend, run_dir: Path):
