@@ -24,7 +24,7 @@ from dsc.chat import user_chat
 from dsc.evaluation.metrics import distinct_n, mean_ci, paired_bootstrap, repetition_rate
 from dsc.prompts import select
 from dsc.records import Prompt
-from dsc.sampling import build_sampler, load_prompt_set
+from dsc.sampling import build_sampler, load_prompt_set, wanted
 from dsc.seeding import derive_seed
 from dsc.store import SampleStore
 from dsc.summary import final_states
@@ -52,9 +52,7 @@ def _chain_arm(cfg, backend, reward, acceptance, prompts, run_dir: Path) -> dict
     sampler = build_sampler(cfg, backend, reward, acceptance, num_chains=1)
     with adapters_off(backend.model):
         sampler.run(prompts, store, progress=False)
-    wanted = {p.id for p in prompts}
-    records = [r for r in store.load()
-               if r.chain_id == 0 and r.step <= cfg.sampler.num_steps and r.prompt_id in wanted]
+    records = wanted(store.load(), prompts, num_chains=1, num_steps=cfg.sampler.num_steps)
     finals = final_states(records)
     tokens = {p.id: 0 for p in prompts}
     for r in records:
