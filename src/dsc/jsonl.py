@@ -27,3 +27,15 @@ def read_objects(path: Path, where: str, fix: str = "write one JSON object per l
             if not isinstance(record, dict):
                 raise DscError(f"{where}: line {lineno} is {type(record).__name__}, not a JSON object; {fix}")
             yield lineno, record
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Every object of a JSONL file a run wrote (samples.jsonl, eval/generations.jsonl); [] when absent."""
+    path = Path(path)
+    return [record for _, record in read_objects(path, str(path), fix="rerun the stage that writes it")] if path.exists() else []
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file a run wrote (results.json, sampling_summary.json, …); None when absent."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from dsc.errors import DscError
+from dsc.jsonl import read_json, read_rows
 
 
 @dataclass
@@ -50,10 +50,6 @@ class Job:
     """Flat numeric metrics of this row (see ``job_metrics``)."""
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def load_jobs(root: Path) -> list[Job]:
     if not root.is_dir():
         raise DscError(f"multirun dir {root} does not exist; pass a folder made by python -m dsc -m …")
@@ -62,7 +58,7 @@ def load_jobs(root: Path) -> list[Job]:
         folder = overrides_file.parent.parent
         pairs = [str(o).lstrip("+~").split("=", 1) for o in (yaml.safe_load(overrides_file.read_text()) or [])]
         job = Job(folder.name, folder, {p[0]: p[1] if len(p) > 1 else "" for p in pairs},
-                  _read_json(folder / "results.json"), _read_json(folder / "sampling_summary.json"))
+                  read_json(folder / "results.json"), read_json(folder / "sampling_summary.json"))
         job.metrics = job_metrics(job)
         jobs.append(job)
     if not jobs:
@@ -172,10 +168,7 @@ def markdown(jobs: list[Job], keys: list[str], root: Path) -> str:
 
 def _distilled_rewards(job: Job) -> dict[str, dict[str, float]]:
     """prompt id → {scorer: reward} of the distilled arm, from the job's eval/generations.jsonl."""
-    path = job.folder / "eval" / "generations.jsonl"
-    if not path.exists():
-        return {}
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    rows = read_rows(job.folder / "eval" / "generations.jsonl")
     return {r["prompt_id"]: {k[len("reward/"):]: v for k, v in r.items() if k.startswith("reward/")}
             for r in rows if r.get("arm") == "distilled"}
 
@@ -303,7 +296,7 @@ def plot_acceptance(jobs: list[Job], keys: list[str], path: Path) -> None:
 
 def log_to_wandb(jobs: list[Job], keys: list[str], out: Path) -> str | None:
     """Table and plots as a ``report`` run in the jobs' W&B project and group; None if they used no W&B."""
-    info = next((_read_json(j.folder / "wandb_run.json") for j in jobs if (j.folder / "wandb_run.json").exists()), None)
+    info = next(filter(None, (read_json(j.folder / "wandb_run.json") for j in jobs)), None)
     if info is None:
         return None
     import wandb

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.errors import DscError
+from dsc.jsonl import read_json, read_rows
 
 MODES = ("offline", "online", "disabled")
 _NOT_IN_NAMES = {"sweep", "samples_root", "run_dir", "threads", "logger", "hydra", "resume"}  # noise in run names
@@ -226,10 +227,6 @@ def _log_scalars(logger, metrics: dict[str, float]) -> None:
     logger.save()
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def log_config(logger, cfg: DictConfig) -> None:
     """The resolved config (W&B: run config; CSV: hparams.yaml). Starts the W&B run (and its fallback)."""
     if logger is not None and rank_zero_only.rank == 0:
@@ -284,7 +281,7 @@ def _wandb_sampling(run, logger, run_dir: Path, summary: dict) -> None:
     per_step = wandb.Table(columns=["step", "acceptance_rate", "revision_better_rate", "mean_reward", "mean_reward_x0"],
                            data=[[s, get("acceptance_rate_per_step", s), get("revision_better_rate_per_step", s),
                                   get("mean_reward_per_step", s), summary.get("mean_reward_initial")] for s in steps])
-    columns, rows = chain_rows(_read_jsonl(run_dir / "samples.jsonl"))
+    columns, rows = chain_rows(read_rows(run_dir / "samples.jsonl"))
     run.log({"sampling/per_step": per_step,
              "sampling/acceptance_rate_chart": wandb.plot.line(per_step, "step", "acceptance_rate",
                                                                title="acceptance rate per chain step"),
@@ -312,7 +309,7 @@ def log_adapter(logger, run_dir: Path) -> None:
 
     metrics = run_dir / "train_metrics.json"
     artifact = wandb.Artifact(f"adapter-{run.id}", type="model", description="LoRA adapter (peft) of the distilled student",
-                              metadata=json.loads(metrics.read_text()) if metrics.exists() else None)
+                              metadata=read_json(metrics))
     with _staging_in_run_folder(logger):
         artifact.add_dir(str(adapter))
         run.log_artifact(artifact)
@@ -340,7 +337,7 @@ def log_evaluation(logger, run_dir: Path, results: dict | None) -> None:
 def _wandb_evaluation(run, logger, run_dir: Path) -> None:
     import wandb
 
-    rows = _read_jsonl(run_dir / "eval" / "generations.jsonl")
+    rows = read_rows(run_dir / "eval" / "generations.jsonl")
     payload: dict[str, Any] = {}
     if rows:
         columns = list(dict.fromkeys(k for row in rows for k in row))
