@@ -18,14 +18,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from dsc.errors import DscError  # noqa: E402
+from dsc.errors import DscError, fail  # noqa: E402
 from dsc.paths import config_dir  # noqa: E402
 from dsc.schema import check_group_overrides, dsc_cause, hydra_error_message  # noqa: E402
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -38,7 +33,7 @@ def _main(cfg: DictConfig) -> None:
         cause = dsc_cause(error)
         if cause is None:
             raise
-        _fail(str(cause))
+        fail(str(cause))
 
 
 def main() -> None:
@@ -48,7 +43,7 @@ def main() -> None:
     try:
         check_group_overrides(argv)
     except DscError as error:
-        _fail(str(error))
+        fail(str(error))
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of a multi-line report
     try:
@@ -56,7 +51,7 @@ def main() -> None:
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
         if previous == "1":
             raise
-        _fail(hydra_error_message(error, argv))
+        fail(hydra_error_message(error, argv))
     finally:
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

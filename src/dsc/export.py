@@ -21,14 +21,13 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from dsc.errors import DscError  # noqa: E402
+from dsc.errors import DscError, fail  # noqa: E402
 from dsc.models import ModelSpec, load_model  # noqa: E402
 
 
@@ -123,5 +122,4 @@ if __name__ == "__main__":
     try:
         main()
     except DscError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)

@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from dsc.errors import DscError
+from dsc.errors import DscError, fail
 from dsc.jsonl import read_json, read_rows
 
 
@@ -338,8 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         report = make_report(args.multirun_dir, args.out, use_wandb=not args.no_wandb)
     except DscError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
     print((report["out"] / "report.md").read_text())
     print(f"wrote {report['out'] / 'report.md'}, report.csv, reward_gain.png, acceptance_per_step.png"
           + (f"; W&B run in {report['wandb']}" if report["wandb"] else ""))
