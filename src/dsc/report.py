@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from dsc.errors import DscError, fail
+from dsc.evaluation.report import format_ci
 from dsc.jsonl import read_json, read_rows
 
 
@@ -126,7 +127,7 @@ def _role_names(jobs: list[Job], role: str) -> str:
 def _ci(m: dict[str, float], prefix: str) -> str:
     if f"{prefix}/mean" not in m:
         return "—"
-    return f"{m[f'{prefix}/mean']:+.3f} [{m[f'{prefix}/ci_low']:+.3f}, {m[f'{prefix}/ci_high']:+.3f}]"
+    return format_ci({part: m[f"{prefix}/{part}"] for part in ("mean", "ci_low", "ci_high")})
 
 
 def _success(m: dict[str, float], scorer: str | None, arms=("base", "distilled", "chain")) -> str:
@@ -198,7 +199,7 @@ def between_settings(jobs: list[Job], keys: list[str]) -> list[str]:
             cells = []
             for name in names:
                 d = paired_bootstrap([reference[i][name] for i in ids], [theirs[i][name] for i in ids])
-                cells.append(f"{name} {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+                cells.append(f"{name} {format_ci(d)}")
             where = ", ".join(f"{k}={v}" for k, v in zip(rest, group))
             rows.append(f"| {where or 'all'} | {hue}={members[0].overrides.get(hue)} − {hue}={other.overrides.get(hue)} "
                         f"| {len(ids)} | {' ; '.join(cells)} |")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _fmt(stat: dict) -> str:
+def format_ci(stat: dict) -> str:
+    """mean [95 % CI low, high] of a {mean, ci_low, ci_high} statistic, as every table prints it."""
     return f"{stat['mean']:+.3f} [{stat['ci_low']:+.3f}, {stat['ci_high']:+.3f}]"
 
 
@@ -15,14 +16,14 @@ def results_table(results: dict) -> str:
     header = f"{'arm':<10}" + "".join(f"{'reward/' + s:>34}{'success/' + s:>30}" for s in scorers)
     lines.append(header + f"{'tok/prompt':>12}{'s/prompt':>10}{'ppl':>8}{'dist-2':>8}{'rep':>6}")
     for arm, e in results["arms"].items():
-        row = f"{arm:<10}" + "".join(f"{_fmt(e['reward/' + s]):>34}{_fmt(e['success/' + s]):>30}" for s in scorers)
+        row = f"{arm:<10}" + "".join(f"{format_ci(e['reward/' + s]):>34}{format_ci(e['success/' + s]):>30}" for s in scorers)
         row += (f"{e['tokens_per_prompt']:>12.1f}{e['seconds_per_prompt']:>10.2f}{e['perplexity_under_base']:>8.2f}"
                 f"{e['distinct_2']:>8.3f}{e['repetition_rate']:>6.2f}")
         lines.append(row)
     for name, diffs in results["differences"].items():
-        lines.append(f"{name:<18}" + "   ".join(f"{s}: {_fmt(d)}" for s, d in diffs.items()))
+        lines.append(f"{name:<18}" + "   ".join(f"{s}: {format_ci(d)}" for s, d in diffs.items()))
     if "over_refusal" in results:
-        lines.append("over-refusal on benign prompts: " + "   ".join(f"{a}: {_fmt(v)}" for a, v in results["over_refusal"].items()))
+        lines.append("over-refusal on benign prompts: " + "   ".join(f"{a}: {format_ci(v)}" for a, v in results["over_refusal"].items()))
     return "\n".join(lines)
 
 
