@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from dsc.environ import temporarily  # noqa: E402
 from dsc.errors import DscError, fail  # noqa: E402
 from dsc.paths import config_dir  # noqa: E402
 from dsc.schema import check_group_overrides, dsc_cause, hydra_error_message  # noqa: E402
@@ -44,19 +45,14 @@ def main() -> None:
         check_group_overrides(argv)
     except DscError as error:
         fail(str(error))
-    previous = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of a multi-line report
-    try:
-        _main()
-    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
-        if previous == "1":
-            raise
-        fail(hydra_error_message(error, argv))
-    finally:
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = previous
+    # HYDRA_FULL_ERROR=1 lets composition errors reach us instead of a multi-line report
+    with temporarily("HYDRA_FULL_ERROR", "1") as previous:
+        try:
+            _main()
+        except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
+            if previous == "1":
+                raise
+            fail(hydra_error_message(error, argv))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from dsc.environ import temporarily
 from dsc.errors import DscError
 from dsc.jsonl import read_json, read_rows
 
@@ -197,15 +198,8 @@ def _wandb_run(logger):
 @contextmanager
 def _staging_in_run_folder(logger):
     """Artifact and table files are staged (copied) under <save_dir>/wandb/artifacts, not ~/.local/share."""
-    previous = os.environ.get("WANDB_DATA_DIR")
-    os.environ["WANDB_DATA_DIR"] = str(Path(logger.save_dir) / "wandb")
-    try:
+    with temporarily("WANDB_DATA_DIR", str(Path(logger.save_dir) / "wandb")):
         yield
-    finally:
-        if previous is None:
-            os.environ.pop("WANDB_DATA_DIR", None)
-        else:
-            os.environ["WANDB_DATA_DIR"] = previous
 
 
 def flatten(tree: Any, prefix: str) -> dict[str, float]:
