@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from omegaconf import OmegaConf  # noqa: E402
 
 from dsc.errors import DscError, fail  # noqa: E402
-from dsc.models import ModelSpec, load_model  # noqa: E402
+from dsc.models import ModelSpec, drop_quantizer_marker, load_model  # noqa: E402
 
 
 def model_spec(run_dir: Path, dtype: str | None = None, device: str | None = None) -> ModelSpec:
@@ -46,17 +46,6 @@ def model_spec(run_dir: Path, dtype: str | None = None, device: str | None = Non
     if device is not None:
         values["device"] = device
     return ModelSpec(**values)
-
-
-def drop_quantizer_marker(model) -> None:
-    """A GGUF-loaded model carries a quantizer marker although its weights are dense; save_pretrained
-    refuses such a model, so the marker goes before saving."""
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    if getattr(model, "is_quantized", False):
-        model.is_quantized = False
 
 
 def merged_model(run_dir: Path, dtype: str | None = None, device: str | None = None):

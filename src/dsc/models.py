@@ -158,16 +158,23 @@ def materialise(spec: ModelSpec) -> tuple[Path | str, str]:
     return target, f"{gguf.name}@sha256:{digest[:16]}"
 
 
+def drop_quantizer_marker(model) -> None:
+    """A GGUF-loaded model carries a quantizer marker although its weights are dense after loading;
+    save_pretrained refuses such a model, so the marker goes before saving (here and in dsc.export)."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+
+
 def _dequantise(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are dense after loading, but the GGUF marker makes save_pretrained refuse.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.is_quantized = False
+    drop_quantizer_marker(model)
     tmp = target.with_name(target.name + ".tmp")
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
