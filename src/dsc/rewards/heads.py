@@ -90,5 +90,18 @@ class HeadReward:
     def success(self, rewards):
         return rewards > self.success_threshold
 
+    cache_name: str
+    """Folder of this head's cache entries (fixed per class; ``name`` may be renamed by config)."""
+    weight_dtype: type = np.float64
+
     def _load(self) -> tuple[np.ndarray, float]:
+        """(weights, bias), trained or read from the cache on first use."""
+        if self._head is None:
+            key, train = self._recipe()
+            arrays, self._report = cached_head(self.cache_name, key, train)
+            self._head = (arrays["weights"].astype(self.weight_dtype), float(arrays["bias"]))
+        return self._head
+
+    def _recipe(self) -> tuple[str, Trainer]:
+        """(content key of data + embedding model + training recipe, function that trains the head)."""
         raise NotImplementedError

@@ -20,7 +20,7 @@ import torch
 from dsc.paths import fetch_sdist
 from dsc.rewards.checks import check_inputs, check_scores
 from dsc.rewards import embedding
-from dsc.rewards.heads import HeadReward, cached_head, content_key
+from dsc.rewards.heads import HeadReward, content_key
 
 _ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
 _MEMBER = "movieReviewSnippets_GroundTruth.txt"
@@ -77,14 +77,13 @@ class MiniLMSentiment(HeadReward):
         counts = np.bincount(owner, minlength=len(responses))
         return check_scores(self.name, totals / np.maximum(counts, 1), len(responses))
 
-    def _load(self) -> tuple[np.ndarray, float]:
-        if self._head is None:
-            texts, ratings, raw = load_snippets()
-            recipe = f"ridge alpha={self.ridge_alpha} folds={self.folds} seed={self.seed} target=rating/4"
-            key = content_key([raw, embedding.MODEL_ID, recipe])
-            arrays, self._report = cached_head("sentiment_minilm", key, lambda: self._train(texts, ratings))
-            self._head = (arrays["weights"].astype(np.float32), float(arrays["bias"]))
-        return self._head
+    cache_name = "sentiment_minilm"
+    weight_dtype = np.float32
+
+    def _recipe(self):
+        texts, ratings, raw = load_snippets()
+        recipe = f"ridge alpha={self.ridge_alpha} folds={self.folds} seed={self.seed} target=rating/4"
+        return content_key([raw, embedding.MODEL_ID, recipe]), lambda: self._train(texts, ratings)
 
     def _train(self, texts: list[str], ratings: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
         from sklearn.linear_model import Ridge

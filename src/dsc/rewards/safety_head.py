@@ -18,7 +18,7 @@ import torch
 
 from dsc.rewards import embedding, pyrit_labels
 from dsc.rewards.checks import check_inputs, check_scores
-from dsc.rewards.heads import HeadReward, cached_head, content_key
+from dsc.rewards.heads import HeadReward, content_key
 
 
 class SafetyHead(HeadReward):
@@ -42,14 +42,12 @@ class SafetyHead(HeadReward):
         logits = self.features(prompts, responses).astype(np.float64) @ weights + bias
         return check_scores(self.name, 1.0 / (1.0 + np.exp(-logits)), len(responses))
 
-    def _load(self) -> tuple[np.ndarray, float]:
-        if self._head is None:
-            files = pyrit_labels.data_files()
-            recipe = f"logistic C={self.C} folds={self.folds} seed={self.seed} features=response|prompt labels=v1"
-            key = content_key([*(p.read_bytes() for p in files), embedding.MODEL_ID, recipe])
-            arrays, self._report = cached_head("safety_head", key, self._train)
-            self._head = (arrays["weights"].astype(np.float64), float(arrays["bias"]))
-        return self._head
+    cache_name = "safety_head"
+
+    def _recipe(self):
+        files = pyrit_labels.data_files()
+        recipe = f"logistic C={self.C} folds={self.folds} seed={self.seed} features=response|prompt labels=v1"
+        return content_key([*(p.read_bytes() for p in files), embedding.MODEL_ID, recipe]), self._train
 
     def _train(self) -> tuple[dict[str, np.ndarray], dict]:
         from sklearn.linear_model import LogisticRegression
