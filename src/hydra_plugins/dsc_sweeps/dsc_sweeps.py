@@ -58,7 +58,7 @@ class DscSweepsConfigSource(ConfigSource):
         if path is None:
             raise ConfigLoadError(f"Config not found : {config_path}")
         text = path.read_text(encoding="utf-8")
-        return ConfigResult(config=OmegaConf.create(OmegaConf.load(path)), path=f"file://{path.parent}",
+        return ConfigResult(config=OmegaConf.create(text), path=f"file://{path.parent}",
                             provider=self.provider, header=self._get_header_dict(text[:512]))
 
     def list(self, config_path: str, results_filter: Optional[ObjectType]) -> List[str]:
