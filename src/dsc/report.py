@@ -30,6 +30,7 @@ import yaml
 from dsc.errors import DscError, fail
 from dsc.evaluation.report import format_ci
 from dsc.jsonl import read_json, read_rows
+from dsc.summary import per_step
 
 
 @dataclass
@@ -70,10 +71,6 @@ def load_jobs(root: Path) -> list[Job]:
 def varying_keys(jobs: list[Job]) -> list[str]:
     keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
     return [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
-
-
-def per_step(summary: dict | None, series: str = "acceptance_rate_per_step") -> dict[int, float]:
-    return {int(k): float(v) for k, v in ((summary or {}).get(series) or {}).items()}
 
 
 def job_metrics(job: Job) -> dict[str, float]:

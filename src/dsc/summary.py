@@ -48,6 +48,11 @@ def summarise(records: Sequence[ChainStep], seconds: float | None = None) -> dic
     }
 
 
+def per_step(summary: dict | None, series: str = "acceptance_rate_per_step") -> dict[int, float]:
+    """A per-step series of a summary as {step: value}, whether fresh or read back from JSON (string keys)."""
+    return {int(k): float(v) for k, v in ((summary or {}).get(series) or {}).items()}
+
+
 def format_summary(s: dict, title: str = "sampling summary") -> str:
     if not s.get("records"):
         return f"{title}: no records"

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from dsc.environ import temporarily
 from dsc.errors import DscError
 from dsc.jsonl import read_json, read_rows
+from dsc.summary import per_step
 
 MODES = ("offline", "online", "disabled")
 _NOT_IN_NAMES = {"sweep", "samples_root", "run_dir", "threads", "logger", "hydra", "resume"}  # noise in run names
@@ -270,16 +271,17 @@ def log_sampling(logger, run_dir: Path, summary: dict | None) -> None:
 def _wandb_sampling(run, logger, run_dir: Path, summary: dict) -> None:
     import wandb
 
-    steps = sorted({int(s) for s in summary.get("mean_reward_per_step", {})})
-    get = lambda series, s: summary.get(series, {}).get(s, summary.get(series, {}).get(str(s)))  # noqa: E731
-    per_step = wandb.Table(columns=["step", "acceptance_rate", "revision_better_rate", "mean_reward", "mean_reward_x0"],
-                           data=[[s, get("acceptance_rate_per_step", s), get("revision_better_rate_per_step", s),
-                                  get("mean_reward_per_step", s), summary.get("mean_reward_initial")] for s in steps])
+    accepted, better, reward = (per_step(summary, f"{name}_per_step") for name in
+                                ("acceptance_rate", "revision_better_rate", "mean_reward"))
+    steps = sorted(reward)
+    table = wandb.Table(columns=["step", "acceptance_rate", "revision_better_rate", "mean_reward", "mean_reward_x0"],
+                        data=[[s, accepted.get(s), better.get(s), reward[s], summary.get("mean_reward_initial")]
+                              for s in steps])
     columns, rows = chain_rows(read_rows(run_dir / "samples.jsonl"))
-    run.log({"sampling/per_step": per_step,
-             "sampling/acceptance_rate_chart": wandb.plot.line(per_step, "step", "acceptance_rate",
+    run.log({"sampling/per_step": table,
+             "sampling/acceptance_rate_chart": wandb.plot.line(table, "step", "acceptance_rate",
                                                                title="acceptance rate per chain step"),
-             "sampling/mean_reward_chart": wandb.plot.line(per_step, "step", "mean_reward",
+             "sampling/mean_reward_chart": wandb.plot.line(table, "step", "mean_reward",
                                                            title="mean reward of the chain state per step (0 = x₀)"),
              "sampling/chains": wandb.Table(columns=columns, data=rows[:logger.table_rows])})
     store = Path(summary.get("store") or run_dir / "store")
